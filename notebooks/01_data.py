@@ -1,0 +1,87 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: poyocap (.venv)
+#     language: python
+#     name: poyocap
+# ---
+
+# %% [markdown]
+# # 01 - Data: the observatory
+#
+# The default source is the **synthetic observatory** (`poyocap/data/synthetic.py`): our machines cannot
+# reach the Allen Brain Observatory, so a linear-nonlinear-Poisson model with Gabor receptive fields, line-specific
+# physiology, GCaMP kinetics, neuropil, shot noise and the Allen dF/F pipeline stands in for it. Its parameters
+# are physiological (one documented table); skewness, kurtosis and which lines are "predictable" are never set.
+# Everything shown from it is labelled **SYNTHETIC DATA**. With internet, `--source allen` reads the real
+# sessions through `allensdk` instead.
+
+# %% tags=["parameters"]
+scale = "demo"
+source = None
+seeds = None
+
+# %%
+import pandas as pd
+
+from poyocap import paths, plotting, stages
+
+pd.set_option("display.width", 200)
+cfg = stages.make_config(scale, source, seeds)
+print(f"scale={cfg.scale} source={cfg.data.source} ({stages.source_label(cfg)})")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (progress bar) generated on the first run, then read from the per-session HDF5 cache
+result = stages.data_stage(cfg)
+
+# %% [markdown]
+# ## Lines x mice x sessions x cells
+
+# %%
+result.sessions.round(2)
+
+# %% [markdown]
+# ## Example traces
+# Sparse, heavy-tailed transients for excitatory lines; denser, more Gaussian activity for the interneuron lines.
+
+# %%
+fig = plotting.plot_example_traces(result.recordings, cfg.data.source)
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_example_traces")
+
+# %% [markdown]
+# ## Stimuli
+# Drifting gratings (8 directions x 5 temporal frequencies, 2 s on / 1 s grey, blank sweeps dropped from the
+# trial table) and a movie shown in repeats. The synthetic movie pans, zooms and cuts over CC0 / public-domain
+# photographs bundled with scikit-image (the real ABO movie is copyrighted and never shipped).
+
+# %%
+fig = plotting.plot_stimuli(result.recordings[0], cfg.data.source)
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_movie_frames")
+
+# %%
+from poyocap.data.movie import spectral_slope
+
+print(f"movie amplitude-spectrum slope: {spectral_slope(result.recordings[0].movie):.2f} (natural images ~ -1)")
+
+# %% [markdown]
+# ## Validation statistics per line
+# Means over ROIs. `decay_fit_s` is fitted to each line's isolated dF/F transients and compared with the
+# Allen event-decay constant (`decay_allen_s`); `osi` is the global orientation selectivity on drifting
+# gratings; `movie_reliability` the mean correlation of a ROI's response between movie repeats.
+
+# %%
+result.line_stats.round(3)
+
+# %%
+fig = plotting.plot_line_statistics(result.line_stats, cfg.data.source,
+                                    kurtosis_col=f"kurtosis_{cfg.filtering.kurtosis_convention}")
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_line_statistics")
+
+# %%
+worst = result.line_stats["decay_error_pct"].abs().max()
+print(f"largest |fitted - Allen| decay error: {worst:.0f} %")

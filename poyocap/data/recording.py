@@ -1,0 +1,293 @@
+"""``Recording``: the one contract every data source returns (one imaging session).
+
+Fields (T frames, N ROIs, F movie frames of H x W pixels)::
+
+    dff            float32 (T, N)   dF/F; NaN frames are masked (``valid``) and counted
+    timestamps     float64 (T,)     seconds, strictly increasing
+    unit_ids       list[str] (N)    globally unique, "<session_id>/<cell>"
+    cre_line, mouse_id, session_id, area, indicator, cell_class: str; depth_um: float
+    grating_trials dict of arrays (M,): start, stop (s), direction_deg (0..315 step 45), temporal_freq_hz
+                   (1, 2, 4, 8, 15); blank sweeps are dropped before they get here
+    movie_frames   int64 (T,)       natural-movie frame shown at each timestamp, -1 when no movie
+    movie_repeat   int64 (T,)       which repeat of the movie is on screen (-1 when none)
+    movie          uint8 (F, H, W) or None
+
+Validation happens on construction. Frames where *any* ROI is NaN are repaired the one clear way (marked
+invalid in ``valid``, set to 0, counted in ``n_nan_frames``); every other problem raises ``ValueError`` naming
+the session and the field. ``save``/``load`` use one HDF5 file per session, written atomically (temp file +
+rename) with a SHA-256 checksum of the arrays; a truncated or corrupt file raises :class:`RecordingFileError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+GRATING_DIRECTIONS: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
+GRATING_TEMPORAL_FREQS: tuple[int, ...] = (1, 2, 4, 8, 15)
+CELL_CLASSES: tuple[str, ...] = ("excitatory", "inhibitory")
+GRATING_FIELDS: tuple[str, ...] = ("start", "stop", "direction_deg", "temporal_freq_hz")
+FORMAT_VERSION = 1
+
+
+class RecordingFileError(IOError):
+    """A cached session file is missing, truncated, corrupt, or from another format version."""
+
+
+@dataclass
+class Recording:
+    """One imaging session, validated on construction (see module docstring for shapes)."""
+
+    dff: np.ndarray
+    timestamps: np.ndarray
+    unit_ids: list[str]
+    cre_line: str
+    mouse_id: str
+    session_id: str
+    depth_um: float
+    area: str
+    indicator: str
+    cell_class: str
+    grating_trials: dict[str, np.ndarray]
+    movie_frames: np.ndarray
+    movie_repeat: np.ndarray
+    movie: np.ndarray | None = None
+    source: str = "synthetic"
+    valid: np.ndarray = field(default=None)  # type: ignore[assignment]  # bool (T,), filled by validation
+    n_nan_frames: int = 0
+
+    # ------------------------------------------------------------------------------------------ validation
+    def __post_init__(self) -> None:
+        sid = self.session_id or "<no session_id>"
+
+        def bad(field_name: str, why: str) -> ValueError:
+            return ValueError(f"session {sid}: field '{field_name}': {why}")
+
+        if not isinstance(self.session_id, str) or not self.session_id:
+            raise bad("session_id", "must be a non-empty string")
+        for name in ("cre_line", "mouse_id", "area", "indicator"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise bad(name, "must be a non-empty string")
+        if self.cell_class not in CELL_CLASSES:
+            raise bad("cell_class", f"must be one of {CELL_CLASSES}, got {self.cell_class!r}")
+
+        dff = np.asarray(self.dff)
+        if dff.ndim != 2:
+            raise bad("dff", f"must be 2-D (T, N), got shape {dff.shape}")
+        if dff.shape[0] == 0 or dff.shape[1] == 0:
+            raise bad("dff", f"empty session (shape {dff.shape})")
+        if not np.issubdtype(dff.dtype, np.floating):
+            raise bad("dff", f"must be floating point, got {dff.dtype}")
+        dff = dff.astype(np.float32, copy=False)
+        if np.isinf(dff).any():
+            raise bad("dff", "contains +-inf")
+        n_t, n_units = dff.shape
+
+        ts = np.asarray(self.timestamps, dtype=np.float64)
+        if ts.shape != (n_t,):
+            raise bad("timestamps", f"shape {ts.shape} does not match dff's T={n_t}")
+        if not np.isfinite(ts).all():
+            raise bad("timestamps", "contains NaN/inf")
+        if n_t > 1 and not (np.diff(ts) > 0).all():
+            raise bad("timestamps", "must be strictly increasing")
+
+        ids = list(self.unit_ids)
+        if len(ids) != n_units:
+            raise bad("unit_ids", f"{len(ids)} ids for {n_units} ROIs")
+        if len(set(ids)) != len(ids):
+            dup = sorted({u for u in ids if ids.count(u) > 1})[:3]
+            raise bad("unit_ids", f"duplicated ids, e.g. {dup}")
+        if not all(isinstance(u, str) and u.startswith(f"{self.session_id}/") for u in ids):
+            raise bad("unit_ids", "every id must be '<session_id>/<cell>' (globally unique)")
+
+        if not np.isfinite(self.depth_um) or self.depth_um < 0:
+            raise bad("depth_um", f"must be a non-negative finite depth, got {self.depth_um}")
+
+        trials = {k: np.asarray(v) for k, v in (self.grating_trials or {}).items()}
+        missing = [k for k in GRATING_FIELDS if k not in trials]
+        if missing:
+            raise bad("grating_trials", f"missing columns {missing}")
+        lengths = {len(trials[k]) for k in GRATING_FIELDS}
+        if len(lengths) != 1:
+            raise bad("grating_trials", "columns have different lengths")
+        start = trials["start"].astype(np.float64)
+        stop = trials["stop"].astype(np.float64)
+        if (stop <= start).any():
+            raise bad("grating_trials", "every trial needs stop > start")
+        if len(start) and (start.min() < ts[0] - 1e-6 or stop.max() > ts[-1] + 1.0):
+            raise bad("grating_trials", "trials lie outside the recording")
+        direction = trials["direction_deg"].astype(np.float64)
+        if np.isnan(direction).any():
+            raise bad("grating_trials", "blank sweeps (NaN direction) must be dropped before construction")
+        if not np.isin(direction, GRATING_DIRECTIONS).all():
+            raise bad("grating_trials", f"direction_deg must be in {GRATING_DIRECTIONS}")
+        if not np.isin(trials["temporal_freq_hz"].astype(np.float64), GRATING_TEMPORAL_FREQS).all():
+            raise bad("grating_trials", f"temporal_freq_hz must be in {GRATING_TEMPORAL_FREQS}")
+        self.grating_trials = {
+            "start": start, "stop": stop, "direction_deg": direction.astype(np.int64),
+            "temporal_freq_hz": trials["temporal_freq_hz"].astype(np.int64),
+        }
+
+        frames = np.asarray(self.movie_frames)
+        repeat = np.asarray(self.movie_repeat)
+        if frames.shape != (n_t,) or repeat.shape != (n_t,):
+            raise bad("movie_frames", f"movie_frames/movie_repeat must have shape ({n_t},)")
+        frames = frames.astype(np.int64)
+        repeat = repeat.astype(np.int64)
+        if (frames < -1).any():
+            raise bad("movie_frames", "frame index must be >= -1")
+        if ((frames >= 0) != (repeat >= 0)).any():
+            raise bad("movie_repeat", "must be >= 0 exactly where a movie frame is shown")
+        if self.movie is not None:
+            movie = np.asarray(self.movie)
+            if movie.ndim != 3 or movie.dtype != np.uint8:
+                raise bad("movie", f"must be uint8 (F, H, W), got {movie.dtype} {movie.shape}")
+            if frames.max(initial=-1) >= movie.shape[0]:
+                raise bad("movie_frames", f"index {frames.max()} beyond the movie's {movie.shape[0]} frames")
+            self.movie = movie
+        elif (frames >= 0).any():
+            raise bad("movie", "movie_frames reference a movie but movie is None")
+
+        # The one repair with a clear rule: NaN frames are masked and counted (ABO has a few).
+        nan_rows = np.isnan(dff).any(axis=1)
+        if nan_rows.all():
+            raise bad("dff", "every frame is NaN")
+        valid = np.ones(n_t, dtype=bool) if self.valid is None else np.asarray(self.valid, dtype=bool).copy()
+        if valid.shape != (n_t,):
+            raise bad("valid", f"must have shape ({n_t},)")
+        if nan_rows.any():
+            dff = dff.copy()
+            dff[nan_rows] = 0.0
+            valid &= ~nan_rows
+        self.n_nan_frames = int((~valid).sum())
+        self.dff, self.timestamps, self.unit_ids = dff, ts, ids
+        self.movie_frames, self.movie_repeat, self.valid = frames, repeat, valid
+        self.depth_um = float(self.depth_um)
+
+    # ------------------------------------------------------------------------------------------ properties
+    @property
+    def n_frames(self) -> int:
+        return int(self.dff.shape[0])
+
+    @property
+    def n_units(self) -> int:
+        return int(self.dff.shape[1])
+
+    @property
+    def sampling_rate_hz(self) -> float:
+        return float(1.0 / np.median(np.diff(self.timestamps)))
+
+    @property
+    def n_trials(self) -> int:
+        return int(len(self.grating_trials["start"]))
+
+    def summary(self) -> dict[str, Any]:
+        """One row for the observatory table."""
+        return {
+            "session_id": self.session_id, "cre_line": self.cre_line, "mouse_id": self.mouse_id,
+            "area": self.area, "depth_um": self.depth_um, "indicator": self.indicator, "cell_class": self.cell_class,
+            "n_units": self.n_units, "n_frames": self.n_frames, "duration_s": round(self.n_frames / 30.0, 1),
+            "n_grating_trials": self.n_trials, "n_movie_repeats": int(self.movie_repeat.max() + 1),
+            "n_nan_frames": self.n_nan_frames, "source": self.source,
+        }
+
+    # ------------------------------------------------------------------------------------------- file I/O
+    def _arrays(self) -> dict[str, np.ndarray]:
+        arrays = {
+            "dff": self.dff, "timestamps": self.timestamps, "valid": self.valid,
+            "movie_frames": self.movie_frames, "movie_repeat": self.movie_repeat,
+            "unit_ids": np.array(self.unit_ids, dtype=h5py.string_dtype()),
+        }
+        for key in GRATING_FIELDS:
+            arrays[f"grating_trials/{key}"] = self.grating_trials[key]
+        if self.movie is not None:
+            arrays["movie"] = self.movie
+        return arrays
+
+    def _attrs(self) -> dict[str, Any]:
+        return {
+            "cre_line": self.cre_line, "mouse_id": self.mouse_id, "session_id": self.session_id,
+            "depth_um": self.depth_um, "area": self.area, "indicator": self.indicator,
+            "cell_class": self.cell_class, "source": self.source, "format_version": FORMAT_VERSION,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Write one HDF5 file atomically (temp file in the same directory, fsync, rename) with a checksum."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            arrays = self._arrays()
+            with h5py.File(tmp, "w") as f:
+                for key, arr in arrays.items():
+                    f.create_dataset(key, data=arr)
+                for key, value in self._attrs().items():
+                    f.attrs[key] = value
+                f.attrs["checksum"] = _checksum(arrays, self._attrs())
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Recording":
+        """Read a file written by :meth:`save`; raises :class:`RecordingFileError` if it is not intact."""
+        path = Path(path)
+        if not path.exists():
+            raise RecordingFileError(f"{path}: no such file")
+        try:
+            with h5py.File(path, "r") as f:
+                attrs = {k: f.attrs[k] for k in f.attrs}
+                arrays = {}
+                for key in ("dff", "timestamps", "valid", "movie_frames", "movie_repeat", "unit_ids", "movie"):
+                    if key in f:
+                        arrays[key] = f[key][()]
+                for key in GRATING_FIELDS:
+                    arrays[f"grating_trials/{key}"] = f[f"grating_trials/{key}"][()]
+        except (OSError, KeyError, ValueError) as err:
+            raise RecordingFileError(f"{path}: unreadable or truncated HDF5 ({err})") from err
+        if attrs.get("format_version") != FORMAT_VERSION:
+            raise RecordingFileError(f"{path}: format version {attrs.get('format_version')} != {FORMAT_VERSION}")
+        stored = attrs.pop("checksum", None)
+        arrays["unit_ids"] = np.array([u.decode() if isinstance(u, bytes) else str(u) for u in arrays["unit_ids"]],
+                                      dtype=h5py.string_dtype())
+        meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
+        if stored is None or _checksum(arrays, meta) != stored:
+            raise RecordingFileError(f"{path}: checksum mismatch (corrupt file)")
+        return cls(
+            dff=arrays["dff"], timestamps=arrays["timestamps"], unit_ids=[str(u) for u in arrays["unit_ids"]],
+            cre_line=meta["cre_line"], mouse_id=meta["mouse_id"], session_id=meta["session_id"],
+            depth_um=meta["depth_um"], area=meta["area"], indicator=meta["indicator"],
+            cell_class=meta["cell_class"],
+            grating_trials={k: arrays[f"grating_trials/{k}"] for k in GRATING_FIELDS},
+            movie_frames=arrays["movie_frames"], movie_repeat=arrays["movie_repeat"], movie=arrays.get("movie"),
+            source=meta["source"], valid=arrays["valid"],
+        )
+
+
+def _checksum(arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        arr = arrays[key]
+        h.update(key.encode())
+        if arr.dtype.kind in "OSU":
+            h.update("\x00".join(str(u.decode() if isinstance(u, bytes) else u) for u in arr.tolist()).encode())
+        else:
+            a = np.ascontiguousarray(arr)
+            h.update(str(a.dtype).encode() + str(a.shape).encode())
+            h.update(a.tobytes())
+    for key in sorted(attrs):
+        if key != "checksum":
+            h.update(f"{key}={attrs[key]}".encode())
+    return h.hexdigest()

@@ -1,0 +1,230 @@
+"""One figure style and a byte-stable ``save_figure``.
+
+PNG files carry no timestamp (we pass ``metadata={"Software": None}``) and PDF files get a fixed
+``CreationDate``/``ModDate``; matplotlib's hatch/font ids are deterministic once ``svg.hashsalt`` is fixed.
+Two runs that draw the same data therefore write identical bytes (tested).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt  # headless runs set MPLBACKEND=Agg; notebooks use the inline backend
+
+#: Colours used for the two groups of the partition, everywhere.
+PREDICTABLE_COLOR = "#1b9e77"
+UNPREDICTABLE_COLOR = "#d95f02"
+
+STYLE = {
+    "figure.dpi": 100,
+    "savefig.dpi": 120,
+    "font.size": 9,
+    "axes.titlesize": 10,
+    "axes.labelsize": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "legend.frameon": False,
+    "svg.hashsalt": "poyocap",
+    "pdf.compression": 6,
+}
+
+
+def use_style() -> None:
+    """Apply the project style (idempotent)."""
+    plt.rcParams.update(STYLE)
+
+
+def synthetic_label(fig: plt.Figure, source: str) -> None:
+    """Stamp 'SYNTHETIC DATA' on a figure fed by the synthetic observatory (every such figure must carry it)."""
+    if source == "synthetic":
+        fig.text(0.995, 0.005, "SYNTHETIC DATA", ha="right", va="bottom", fontsize=7, color="#b00020",
+                 fontweight="bold", alpha=0.8)
+
+
+def save_figure(fig: plt.Figure, path: str | Path, pdf: bool = True, close: bool = False) -> Path:
+    """Write ``path`` (PNG) and, if ``pdf``, the same figure as PDF; both byte-stable.
+
+    Returns the PNG path. The figure stays open unless ``close`` so a notebook can still display it.
+    """
+    path = Path(path).with_suffix(".png")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", metadata={"Software": None}, bbox_inches="tight")
+    if pdf:
+        fig.savefig(
+            path.with_suffix(".pdf"), format="pdf", bbox_inches="tight",
+            metadata={"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None},
+        )
+    if close:
+        plt.close(fig)
+    return path
+
+
+use_style()
+
+
+# ------------------------------------------------------------------------------------------------- tables
+def markdown_table(df: "pd.DataFrame", floatfmt: str = ".3f") -> str:  # noqa: F821
+    """A GitHub-flavoured Markdown table (no extra dependency)."""
+    def fmt(v: object) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return str(v)
+
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def save_table(df: "pd.DataFrame", stem: str | Path, header: list[str], floatfmt: str = ".4f") -> Path:  # noqa: F821
+    """Write ``stem.csv`` (header lines as ``# ...`` comments; read back with ``pd.read_csv(p, comment="#")``)
+    and ``stem.md`` (header as a paragraph, then the table). Byte-stable: floats are formatted, no timestamps."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    with open(stem.with_suffix(".csv"), "w", newline="") as fh:
+        for line in header:
+            fh.write(f"# {line}\n")
+        df.to_csv(fh, index=False, float_format=f"%{floatfmt}")
+    md = "\n".join([*(f"> {line}  " for line in header), "", markdown_table(df, floatfmt), ""])
+    stem.with_suffix(".md").write_text(md)
+    return stem.with_suffix(".csv")
+
+
+# ------------------------------------------------------------------------------------------------ figures
+def _short(line: str) -> str:
+    return line.split("-")[0]
+
+
+def plot_example_traces(recordings: list, source: str, seconds: float = 60.0, per_line: int = 2) -> plt.Figure:
+    """dF/F of ``per_line`` ROIs per Cre line over the first ``seconds`` of the grating block (one row/line)."""
+    import numpy as np
+
+    lines = list(dict.fromkeys(r.cre_line for r in recordings))
+    fig, axes = plt.subplots(len(lines), 1, figsize=(8, 0.75 * len(lines) + 0.6), sharex=True)
+    axes = np.atleast_1d(axes)
+    for ax, line in zip(axes, lines):
+        rec = next(r for r in recordings if r.cre_line == line)
+        t0 = int(np.searchsorted(rec.timestamps, rec.grating_trials["start"][0] - 2.0))
+        n = int(seconds * rec.sampling_rate_hz)
+        t = rec.timestamps[t0:t0 + n] - rec.timestamps[t0]
+        for j in range(min(per_line, rec.n_units)):
+            ax.plot(t, rec.dff[t0:t0 + n, j] + 1.0 * j, lw=0.6)
+        for a, b in zip(rec.grating_trials["start"], rec.grating_trials["stop"]):
+            a, b = a - rec.timestamps[t0], b - rec.timestamps[t0]
+            if 0 <= a <= seconds:
+                ax.axvspan(a, min(b, seconds), color="0.9", lw=0)
+        ax.set_ylabel(_short(line), rotation=0, ha="right", va="center")
+        ax.set_yticks([])
+    axes[-1].set_xlabel("time from grating block onset (s); grey = grating on")
+    fig.suptitle("Example dF/F traces per Cre line (offset by 1 dF/F)")
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_stimuli(recording: object, source: str, n_frames: int = 6) -> plt.Figure:
+    """A few frames of the movie the sessions show (synthetic: procedural, from scikit-image photographs)."""
+    import numpy as np
+
+    movie = recording.movie
+    idx = np.linspace(0, movie.shape[0] - 1, n_frames).astype(int)
+    fig, axes = plt.subplots(1, n_frames, figsize=(1.6 * n_frames, 1.2))
+    for ax, i in zip(axes, idx):
+        ax.imshow(movie[i], cmap="gray", vmin=0, vmax=255)
+        ax.set_title(f"frame {i}", fontsize=7)
+        ax.axis("off")
+    fig.suptitle(f"Movie frames ({movie.shape[1]}x{movie.shape[2]}, {movie.shape[0]} frames at 30 fps)", fontsize=9)
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_line_statistics(stats: "pd.DataFrame", source: str, kurtosis_col: str = "kurtosis_pearson") -> plt.Figure:  # noqa: F821
+    """Per-line validation statistics: skewness, kurtosis, noise, fitted vs Allen decay, OSI, movie reliability."""
+    import numpy as np
+
+    names = [_short(l) for l in stats["cre_line"]]
+    x = np.arange(len(names))
+    panels = [("skewness", "mean skewness"), (kurtosis_col, "mean kurtosis (log)"),
+              ("noise_sd_dff", "noise SD (dF/F)"), ("decay_fit_s", "decay (s): fit vs Allen"),
+              ("osi", "orientation selectivity"), ("movie_reliability", "movie repeat reliability")]
+    fig, axes = plt.subplots(2, 3, figsize=(10, 5))
+    for ax, (col, title) in zip(axes.ravel(), panels):
+        ax.bar(x, stats[col], color="0.55")
+        if col == "decay_fit_s":
+            ax.plot(x, stats["decay_allen_s"], "o", color="#b00020", ms=4, label="Allen constant")
+            ax.legend(fontsize=7)
+        if col == kurtosis_col:
+            ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xticks(x)
+        ax.set_xticklabels(names, rotation=70, fontsize=7)
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_regularity_scatter(neurons: "pd.DataFrame", lines: "pd.DataFrame", partition: object,  # noqa: F821
+                            source: str) -> plt.Figure:
+    """Per-neuron skewness vs kurtosis clouds, per-line means, thresholds; predictable lines coloured."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    ok = neurons[neurons["ok"]]
+    pred = set(partition.predictable_lines)
+    ax.scatter(ok["skewness"], ok["kurtosis"], s=3, alpha=0.25, lw=0,
+               c=[PREDICTABLE_COLOR if l in pred else UNPREDICTABLE_COLOR for l in ok["cre_line"]])
+    for _, row in lines.iterrows():
+        color = PREDICTABLE_COLOR if row["cre_line"] in pred else UNPREDICTABLE_COLOR
+        ax.scatter(row["skewness_mean"], row["kurtosis_mean"], s=40, color=color, edgecolor="k", zorder=3)
+        ax.annotate(_short(row["cre_line"]), (row["skewness_mean"], row["kurtosis_mean"]), fontsize=7,
+                    xytext=(3, 3), textcoords="offset points")
+    ax.axvline(partition.thresholds["skewness"], color="k", ls="--", lw=0.8)
+    ax.axhline(partition.thresholds["kurtosis"], color="k", ls="--", lw=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("skewness of dF/F")
+    ax.set_ylabel(f"kurtosis of dF/F ({partition.kurtosis_convention}), log")
+    ax.set_title(f"Regularity per neuron (dots) and per line (circles); thresholds: "
+                 f"skew <= {partition.thresholds['skewness']:.2f}, kurt <= {partition.thresholds['kurtosis']:.2f}")
+    ax.scatter([], [], color=PREDICTABLE_COLOR, label="predictable")
+    ax.scatter([], [], color=UNPREDICTABLE_COLOR, label="unpredictable")
+    ax.legend(loc="lower right")
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_knees(lines: "pd.DataFrame", partition: object, source: str) -> plt.Figure:  # noqa: F821
+    """Sorted per-line means with the detected knee, for skewness and kurtosis."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    pred = set(partition.predictable_lines)
+    for ax, stat in zip(axes, ("skewness", "kurtosis")):
+        srt = lines.sort_values(f"{stat}_mean")
+        y = srt[f"{stat}_mean"].to_numpy()
+        x = np.arange(len(y))
+        ax.plot(x, y, "-", color="0.6")
+        ax.scatter(x, y, c=[PREDICTABLE_COLOR if l in pred else UNPREDICTABLE_COLOR for l in srt["cre_line"]],
+                   zorder=3)
+        ax.axhline(partition.thresholds[stat], color="k", ls="--", lw=0.8,
+                   label=f"knee threshold {partition.thresholds[stat]:.2f}")
+        ax.set_xticks(x)
+        ax.set_xticklabels([_short(l) for l in srt["cre_line"]], rotation=70, fontsize=7)
+        ax.set_ylabel(f"mean {stat}")
+        ax.legend(fontsize=7)
+    fig.suptitle("Sorted per-line means and the knee (kneed, first knee of the convex increasing curve)")
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_bootstrap(boot: "pd.DataFrame", partition: object, source: str) -> plt.Figure:  # noqa: F821
+    """How often each line is called predictable under bootstrap resampling of mice and neurons."""
+    srt = boot.sort_values("p_predictable", ascending=False)
+    pred = set(partition.predictable_lines)
+    fig, ax = plt.subplots(figsize=(6.5, 3))
+    ax.bar([_short(l) for l in srt["cre_line"]], srt["p_predictable"],
+           color=[PREDICTABLE_COLOR if l in pred else UNPREDICTABLE_COLOR for l in srt["cre_line"]])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("P(called predictable)")
+    n_boot = int(srt["n_boot"].iloc[0])
+    ax.set_title(f"Bootstrap stability over mice and neurons ({n_boot} replicates)")
+    ax.tick_params(axis="x", rotation=70, labelsize=7)
+    synthetic_label(fig, source)
+    return fig

@@ -1,0 +1,136 @@
+"""Pools, leak-free splits and token windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from poyocap.data.splits import SPLIT_CODE, build_splits, check_pools, make_pools, split_session
+from poyocap.data.windows import (UnitVocab, WindowDataset, collate, grating_windows, movie_windows,
+                                  pretrain_windows)
+
+PRED = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
+
+
+def test_pools_by_line_and_mouse(smoke_recordings):
+    pools = make_pools(smoke_recordings, PRED)
+    by_id = {r.session_id: r for r in smoke_recordings}
+    assert {by_id[s].cre_line for s in pools.pretrain} == set(PRED)
+    assert not {by_id[s].cre_line for s in pools.downstream} & set(PRED)
+    assert not {by_id[s].cre_line for s in pools.reverse} & set(PRED)
+    mice = [{by_id[s].mouse_id for s in getattr(pools, p)} for p in ("pretrain", "downstream", "reverse")]
+    assert not (mice[0] & mice[1]) and not (mice[0] & mice[2]) and not (mice[1] & mice[2])
+    assert len(pools.reverse) > 0 and len(pools.downstream) > 0
+    assert sum(map(len, (pools.pretrain, pools.downstream, pools.reverse))) == len(smoke_recordings)
+
+
+def test_pool_check_catches_shared_mouse(smoke_recordings):
+    pools = make_pools(smoke_recordings, PRED)
+    from dataclasses import replace
+
+    broken = replace(pools, reverse=pools.reverse + (pools.downstream[0],))
+    with pytest.raises(AssertionError, match="appears in pools"):
+        check_pools(broken, smoke_recordings)
+
+
+def test_label_free_pools_keep_mice_apart(smoke_recordings):
+    units = [smoke_recordings[0].unit_ids[0], smoke_recordings[-1].unit_ids[0]]
+    pools = make_pools(smoke_recordings, (), predictable_units=units)
+    assert pools.pretrain_units == frozenset(units)
+    check_pools(pools, smoke_recordings)
+    assert smoke_recordings[0].session_id in pools.pretrain
+
+
+def test_split_fractions_and_repeats(smoke_recordings):
+    rec = smoke_recordings[0]
+    sp = split_session(rec)
+    counts = np.bincount(sp.trial_split, minlength=3)
+    assert counts.tolist() == [28, 4, 8]  # 70/10/20 of 40 trials
+    lab = sp.stim_label
+    rep = rec.movie_repeat
+    assert set(lab[(rep >= 0) & (rep <= 7)]) <= {SPLIT_CODE["train"], SPLIT_CODE["novel"]}
+    assert set(lab[rep == 8]) <= {SPLIT_CODE["val"], SPLIT_CODE["novel"]}
+    assert set(lab[rep == 9]) <= {SPLIT_CODE["test"], SPLIT_CODE["novel"]}
+    a, b = sp.novel_frames
+    assert b > a and (lab[(rec.movie_frames >= a) & (rec.movie_frames < b)] == SPLIT_CODE["novel"]).all()
+    assert np.array_equal(split_session(rec).trial_split, sp.trial_split)  # seeded
+
+
+def _assert_no_leak(table, splits, recordings):
+    for i in range(len(table)):
+        s = int(table.split[i])
+        if s < 0:
+            continue
+        sp = splits[int(table.session[i])]
+        lo = max(0, int(table.t0[i]) - sp.tail_frames)
+        seen = set(np.unique(sp.stim_label[lo:int(table.t1[i])])) - {-1}
+        assert seen == {s}, (i, s, seen)
+
+
+def test_windows_never_see_another_splits_stimulus(smoke_recordings):
+    recs = smoke_recordings[:3]
+    splits = build_splits(recs, novel_fraction=0.1)
+    for table in (pretrain_windows(recs, splits, 1.0, 0.25), grating_windows(recs, splits, 1.0),
+                  movie_windows(recs, splits, 0.3, 0.1)):
+        _assert_no_leak(table, splits, recs)
+        assert (table.split >= 0).sum() > 0
+    mv = movie_windows(recs, splits, 0.3, 0.1)
+    novel_frames = set(range(*splits[0].novel_frames))
+    train_frames = set(mv.frame[mv.split == SPLIT_CODE["train"]].tolist())
+    assert not (train_frames & novel_frames), "a training window decodes a novel frame"
+    assert set(mv.frame[mv.split == SPLIT_CODE["novel"]].tolist()) <= novel_frames
+
+
+def test_pretrain_window_labels(smoke_recordings):
+    recs = smoke_recordings[:1]
+    splits = build_splits(recs, novel_fraction=0.1)
+    table = pretrain_windows(recs, splits, 1.0, 0.5)
+    labelled = table.direction >= 0
+    assert labelled.any() and (~labelled).any() and table.direction.max() <= 7
+
+
+def test_dataset_shapes_padding_and_unit_dropout(smoke_recordings):
+    recs = [r for r in smoke_recordings if r.cre_line in ("Pvalb-IRES-Cre", "Cux2-CreERT2")]
+    vocab = UnitVocab([u for r in recs for u in r.unit_ids])
+    splits = build_splits(recs, novel_fraction=0.1)
+    table = movie_windows(recs, splits, 0.3, 0.1)
+    ds = WindowDataset(recs, table, "train", vocab, max_units=8, train=True, with_images=True)
+    loader = DataLoader(ds, batch_size=16, shuffle=False, collate_fn=collate)
+    sizes = set()
+    for batch in loader:
+        b, k = batch["values"].shape
+        assert batch["unit_index"].shape == batch["times"].shape == batch["mask"].shape == (b, k)
+        assert batch["image"].shape[1:] == recs[0].movie.shape[1:]
+        n_real = batch["mask"].sum(1)
+        sizes.update(n_real.tolist())
+        assert (batch["values"][~batch["mask"]] == 0).all() and (n_real <= 9 * 8).all()
+        assert batch["times"].max() < 0.3 + 1e-6
+    assert len(sizes) > 1, "variable neuron counts should need padding"
+    item = ds[0]
+    assert item["values"].numel() == 9 * min(8, recs[ds.table.session[0]].n_units)
+    ds_eval = WindowDataset(recs, table, "test", vocab, max_units=8, train=False)
+    assert torch.equal(ds_eval[0]["unit_index"], ds_eval[0]["unit_index"])
+    ds.set_epoch(1)
+    big = [i for i in range(len(ds)) if recs[ds.table.session[i]].n_units > 8][0]
+    a = ds[big]["unit_index"].clone()
+    ds.set_epoch(2)
+    assert not torch.equal(a, ds[big]["unit_index"]), "training draws new unit subsets per epoch"
+
+
+def test_unit_vocab_appends_without_moving_rows():
+    v = UnitVocab(["a/1", "a/2"])
+    assert v.extend(["a/2", "b/1"]) == [1, 2] and len(v) == 3 and v.lookup(["a/1"]).tolist() == [0]
+    with pytest.raises(KeyError):
+        v.lookup(["zz"])
+
+
+def test_dataset_rejects_bad_arguments(smoke_recordings):
+    recs = smoke_recordings[:1]
+    vocab = UnitVocab(recs[0].unit_ids)
+    table = grating_windows(recs, build_splits(recs, 0.1), 1.0)
+    with pytest.raises(ValueError):
+        WindowDataset(recs, table, "training", vocab, 8)
+    with pytest.raises(ValueError):
+        WindowDataset(recs, table, "train", vocab, 0)

@@ -1,0 +1,114 @@
+"""The synthetic observatory: determinism, structure, calibration ranges, caching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from poyocap.config import ALL_CRE_LINES
+from poyocap.data import synthetic
+from poyocap.data.movie import procedural_movie, spectral_slope
+from poyocap.data.recording import GRATING_DIRECTIONS, GRATING_TEMPORAL_FREQS
+from poyocap.data.synthetic import LINE_PHYSIOLOGY, SyntheticObservatory
+from poyocap.data.validate import fit_decay, line_statistics, neuron_moments
+
+INTERNEURON_LINES = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
+SPARSE_EXCITATORY = ("Emx1-IRES-Cre", "Slc17a7-IRES2-Cre", "Cux2-CreERT2")
+
+
+def test_same_seed_same_arrays(smoke_cfg):
+    a = SyntheticObservatory(smoke_cfg.data, seed=0)
+    b = SyntheticObservatory(smoke_cfg.data, seed=0)
+    spec = a.sessions[3]
+    ra, rb = a.generate(spec), b.generate(b.sessions[3])
+    assert np.array_equal(ra.dff, rb.dff) and np.array_equal(ra.movie_frames, rb.movie_frames)
+    other = SyntheticObservatory(smoke_cfg.data, seed=1)
+    assert not np.array_equal(other.generate(other.sessions[3]).dff[:, 0], ra.dff[:, 0])
+
+
+def test_structure_mirrors_the_observatory(smoke_cfg, smoke_recordings):
+    recs = smoke_recordings
+    assert {r.cre_line for r in recs} == set(ALL_CRE_LINES)
+    for line in ALL_CRE_LINES:
+        assert len({r.mouse_id for r in recs if r.cre_line == line}) == smoke_cfg.data.mice_per_line
+    r = recs[0]
+    assert abs(r.sampling_rate_hz - 30.0) < 1e-6
+    assert set(r.grating_trials["direction_deg"]) == set(GRATING_DIRECTIONS)
+    assert set(r.grating_trials["temporal_freq_hz"]) == set(GRATING_TEMPORAL_FREQS)
+    dur = r.grating_trials["stop"] - r.grating_trials["start"]
+    assert np.allclose(dur, 2.0) and (np.diff(np.sort(r.grating_trials["start"])) >= 3.0 - 1e-9).all()
+    assert r.movie_repeat.max() + 1 == smoke_cfg.data.movie_repeats
+    assert r.movie.shape == (smoke_cfg.data.movie_frames, smoke_cfg.data.frame_height, smoke_cfg.data.frame_width)
+    # interneuron lines have far fewer ROIs per session than excitatory lines (at equal scale)
+    assert LINE_PHYSIOLOGY["Pvalb-IRES-Cre"].rois_per_session * 5 < LINE_PHYSIOLOGY["Cux2-CreERT2"].rois_per_session
+    assert LINE_PHYSIOLOGY["Pvalb-IRES-Cre"].indicator == "GCaMP6s"
+    assert all(LINE_PHYSIOLOGY[l].indicator == "GCaMP6f" for l in ALL_CRE_LINES if l != "Pvalb-IRES-Cre")
+
+
+def test_calibration_ranges_per_line_group(smoke_recordings):
+    """Interneuron-like lines: near-Gaussian; sparse excitatory lines: heavy tails; noise SD 0.02-0.05."""
+    def line_means(line):
+        sk, ku = [], []
+        for r in smoke_recordings:
+            if r.cre_line == line:
+                s, k, _ = neuron_moments(r.dff, r.valid)
+                sk.append(s)
+                ku.append(k)
+        return np.nanmean(np.concatenate(sk)), np.nanmean(np.concatenate(ku))
+
+    for line in INTERNEURON_LINES:
+        s, k = line_means(line)
+        assert 1.3 <= s <= 2.7 and 4.5 <= k <= 11, (line, s, k)
+    for line in SPARSE_EXCITATORY:
+        s, k = line_means(line)
+        assert k >= 20 and s >= 3.5, (line, s, k)
+    stats = line_statistics(smoke_recordings)
+    assert stats["noise_sd_dff"].between(0.02, 0.05).all()
+
+
+def test_fitted_decay_tracks_the_allen_constants(smoke_recordings):
+    """GCaMP6s Pvalb decays slower than GCaMP6f lines; each fit within 30 % at smoke scale (20 % at demo)."""
+    taus = {}
+    for line in ("Sst-IRES-Cre", "Pvalb-IRES-Cre", "Slc17a7-IRES2-Cre", "Scnn1a-Tg3-Cre"):
+        tau, n, _ = fit_decay([r for r in smoke_recordings if r.cre_line == line])
+        assert n >= 5
+        taus[line] = tau
+        assert abs(tau - LINE_PHYSIOLOGY[line].decay_s) / LINE_PHYSIOLOGY[line].decay_s < 0.3, (line, tau)
+    assert taus["Pvalb-IRES-Cre"] > taus["Slc17a7-IRES2-Cre"]
+
+
+def test_gratings_drive_tuned_responses(smoke_recordings):
+    stats = line_statistics([r for r in smoke_recordings if r.cre_line in ("Cux2-CreERT2", "Pvalb-IRES-Cre")])
+    osi = dict(zip(stats["cre_line"], stats["osi"]))
+    assert osi["Cux2-CreERT2"] > osi["Pvalb-IRES-Cre"]  # pooled subunits -> broad interneuron tuning
+
+
+def test_procedural_movie_is_natural_and_deterministic():
+    m1 = procedural_movie(120, 24, 48, seed=3)
+    m2 = procedural_movie(120, 24, 48, seed=3)
+    assert m1.dtype == np.uint8 and m1.shape == (120, 24, 48) and np.array_equal(m1, m2)
+    assert not np.array_equal(m1, procedural_movie(120, 24, 48, seed=4))
+    assert -2.2 < spectral_slope(m1) < -0.6  # natural images: ~1/f amplitude spectrum
+    # smooth within a shot: most consecutive frames differ little
+    diffs = np.abs(np.diff(m1.astype(float), axis=0)).mean(axis=(1, 2))
+    assert np.median(diffs) < 10
+    with pytest.raises(ValueError):
+        procedural_movie(0, 24, 48)
+
+
+def test_cache_regenerates_corrupt_files(smoke_cfg, tmp_path):
+    obs = SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=tmp_path)
+    spec = obs.sessions[0]
+    first = obs.load(spec)
+    path = obs._path(spec)
+    assert path.exists()
+    path.write_bytes(path.read_bytes()[:1000])  # truncate
+    again = obs.load(spec)
+    assert np.array_equal(again.dff, first.dff)
+
+
+def test_allen_dff_baseline_removes_bleaching():
+    t = np.arange(6000)[:, None] / 30.0
+    f = 1000.0 * np.exp(-t / 3000.0) * np.ones((1, 3))  # the synthetic bleaching time constant
+    dff = synthetic.allen_dff(f.astype(np.float32))
+    assert np.abs(dff).max() < 0.05
