@@ -238,7 +238,7 @@ def smoke() -> Config:
             cell_count_scale=0.08,
             grating_repeats=1,
             movie_repeats=10,
-            movie_frames=150,
+            movie_frames=300,
             frame_height=16,
             frame_width=32,
             max_units=32,

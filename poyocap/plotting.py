@@ -228,3 +228,51 @@ def plot_bootstrap(boot: "pd.DataFrame", partition: object, source: str) -> plt.
     ax.tick_params(axis="x", rotation=70, labelsize=7)
     synthetic_label(fig, source)
     return fig
+
+
+def plot_pretraining_curves(histories: dict, source: str, smooth: int = 10) -> plt.Figure:
+    """Per seed: latent reconstruction loss, orientation CE, and the collapse monitor std(Z_L) over steps."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    for seed, h in histories.items():
+        tr = h[h["kind"] == "train"]
+        for ax, col in zip(axes, ("recon", "ce", "std_zl")):
+            if col in tr:
+                y = tr[col].rolling(smooth, min_periods=1).mean()
+                ax.plot(tr["step"], y, label=f"seed {seed}", lw=1)
+    for ax, title in zip(axes, ("masked latent reconstruction (train)", "orientation CE (train, windows w/ trial)",
+                                "collapse monitor: per-dim std of Z_L")):
+        ax.set_title(title)
+        ax.set_xlabel("step")
+    axes[0].legend()
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:  # noqa: F821
+    """The three checks: masked reconstruction vs copy-last, probes pretrained vs random, std(Z_L) vs init."""
+    import numpy as np
+
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
+    seeds = summary["seed"].astype(str).tolist()
+    x = np.arange(len(seeds))
+    w = 0.38
+    axes[0].bar(x - w / 2, summary["val_masked_l1"], w, label="model (masked view)")
+    axes[0].bar(x + w / 2, summary["val_copy_last_l1"], w, label="copy last latent")
+    axes[0].set_title("held-out masked-latent L1 (lower is better)")
+    for i, probe in enumerate(("grating", "movie")):
+        axes[1].bar(x + (i - 0.5) * w, summary[f"probe_{probe}_pretrained"], w / 2, label=f"{probe}: pretrained",
+                    color=f"C{2 * i}")
+        axes[1].bar(x + (i - 0.5) * w + w / 2, summary[f"probe_{probe}_random"], w / 2, label=f"{probe}: random init",
+                    color=f"C{2 * i + 1}")
+    axes[1].set_title("linear probes on frozen Z_L (accuracy)")
+    axes[2].bar(x, summary["std_ratio"], color="0.5")
+    axes[2].axhline(0.5, color="#b00020", ls="--", lw=0.8, label="50 % of init")
+    axes[2].set_title("std(Z_L) end / init (held-out)")
+    for ax in axes:
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"seed {s}" for s in seeds])
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig

@@ -196,3 +196,150 @@ def filtering_comparison(partition: filtering.Partition) -> pd.DataFrame:
          "ours": round(partition.neuron_thresholds.get("kurtosis", float("nan")), 3), "paper": "-"},
         {"quantity": "label-free predictable neurons", "ours": len(partition.predictable_units), "paper": "-"},
     ])
+
+
+# ---------------------------------------------------------------------------------------------- 03 pretrain
+@dataclass
+class PretrainRun:
+    seed: int
+    out_dir: Path
+    encoder: Any  # CalciumEncoder
+    history: pd.DataFrame
+    evaluation: dict[str, float]
+    cached: bool
+
+
+@dataclass
+class PretrainStage:
+    runs: list[PretrainRun]
+    summary: pd.DataFrame
+    pool: pd.DataFrame
+    vocab_size: int
+
+
+def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filtering.Partition):
+    """Pretrain-pool recordings, their unit vocabulary, splits, and the train/val/probe datasets."""
+    from .data.splits import build_splits, make_pools
+    from .data.windows import UnitVocab, WindowDataset, grating_windows, movie_windows, pretrain_windows
+
+    pools = make_pools(recordings, partition.predictable_lines)
+    recs = [r for r in recordings if r.session_id in pools.pretrain]
+    if not recs:
+        raise ValueError("the pretrain pool is empty: the partition names no predictable line present in the data")
+    vocab = UnitVocab([u for r in recs for u in r.unit_ids])
+    splits = build_splits(recs, cfg.data.novel_frames_fraction)
+    w = cfg.data.pretrain_window_s
+    table = pretrain_windows(recs, splits, w, stride_s=0.25)
+    mu = cfg.data.max_units
+
+    import numpy as np
+
+    def ds(tab, split, train=False, every=1):  # noqa: ANN001, ANN202
+        d = WindowDataset(recs, tab, split, vocab, mu, train=train, seed=cfg.seed)
+        if every > 1:
+            d.table = d.table.select(np.arange(len(d.table)) % every == 0)
+        return d
+
+    gr = grating_windows(recs, splits, w)
+    mv = movie_windows(recs, splits, w, cfg.data.movie_lag_s)
+    n_frames = cfg.data.movie_frames
+    mv.direction = (mv.frame * 10 // max(n_frames, 1)).astype(np.int64)  # probe target: 10 movie-time bins
+    data = {
+        "train": ds(table, "train", train=True), "val": ds(table, "val"),
+        "probe_grating_train": ds(gr, "train"), "probe_grating_test": ds(gr, "test"),
+        "probe_movie_train": ds(mv, "train", every=3), "probe_movie_test": ds(mv, "test", every=2),
+    }
+    return pools, recs, vocab, data
+
+
+def _pretrain_dir(cfg: Config, partition: filtering.Partition, seed: int) -> Path:
+    import hashlib
+    import json
+
+    d = cfg.to_dict()
+    payload = {k: d[k] for k in ("data", "encoder", "pretrain")}
+    payload["predictable_lines"] = list(partition.predictable_lines)
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return paths.artifacts_dir(cfg.scale, "pretrain") / f"{digest}-seed{seed}"
+
+
+def evaluate_pretraining(cfg: Config, task: Any, data: dict, seed: int) -> dict[str, float]:
+    """Held-out masked reconstruction vs copy-last, aux accuracy, std(Z_L) vs init, linear probes vs random init."""
+    import torch
+
+    from .evaluate import latent_features, masked_reconstruction, per_session_probe
+    from .model.encoder import CalciumEncoder
+
+    out = {f"val_{k}": v for k, v in masked_reconstruction(task, data["val"]).items()}
+    seed_everything(seed)
+    random_enc = CalciumEncoder(cfg.encoder, task.encoder.n_units)  # the same init the run started from
+    with torch.no_grad():
+        out["std_zl_init"] = masked_reconstruction(type(task)(random_enc, cfg.pretrain), data["val"])["std_zl"]
+    out["std_ratio"] = out["val_std_zl"] / out["std_zl_init"]
+    for name, enc in (("pretrained", task.encoder), ("random", random_enc)):
+        for probe in ("grating", "movie"):
+            tr = latent_features(enc, data[f"probe_{probe}_train"])
+            te = latent_features(enc, data[f"probe_{probe}_test"])
+            out[f"probe_{probe}_{name}"] = per_session_probe(tr, te)
+    out["pretraining_counts"] = float(
+        out["probe_grating_pretrained"] > out["probe_grating_random"]
+        and out["probe_movie_pretrained"] > out["probe_movie_random"] and out["std_ratio"] >= 0.5)
+    return out
+
+
+def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, progress: bool = True,
+                   force: bool = False) -> PretrainStage:
+    """One pretraining run per seed on the predictable pool (reused from the artifact dir unless the config
+    changed or ``force``); evaluation of each run; encoder checkpoints for fine-tuning."""
+    import json
+
+    import torch
+
+    from .model.encoder import CalciumEncoder
+    from .model.pretrain import TwinMaskedPretrainer
+    from .repro import run_metadata
+    from .train import save_atomic, settings_from, train
+
+    if recordings is None:
+        recordings = load_recordings(cfg, progress=progress)
+    partition = load_partition(cfg)
+    pools, recs, vocab, data = pretrain_data(cfg, recordings, partition)
+    runs = []
+    for seed in cfg.eval.seeds:
+        out = _pretrain_dir(cfg, partition, seed)
+        enc_path = out / "encoder.pt"
+        seed_everything(seed)
+        encoder = CalciumEncoder(cfg.encoder, len(vocab))
+        task = TwinMaskedPretrainer(encoder, cfg.pretrain)
+        cached = enc_path.exists() and not force
+        if cached:
+            saved = torch.load(enc_path, map_location="cpu", weights_only=False)
+            task.load_state_dict(saved["task"])
+            history = pd.read_csv(out / "metrics.csv")
+        else:
+            settings = settings_from(cfg.pretrain, snapshot_every=cfg.pretrain.snapshot_every)
+            result = train(task, data["train"], settings, seed=seed, out_dir=out, device="cpu" if cfg.scale != "paper"
+                           else None, config=cfg.to_dict(), progress=progress, desc=f"pretrain seed {seed}")
+            history = result.history
+            task = result.task.cpu()
+        evaluation = evaluate_pretraining(cfg, task, data, seed) if not cached else json.loads(
+            (out / "evaluation.json").read_text())
+        if not cached:
+            (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1, sort_keys=True))
+            save_atomic({"task": task.state_dict(), "encoder": task.encoder.state_dict(),
+                         "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,
+                         "predictable_lines": list(partition.predictable_lines),
+                         "metadata": run_metadata(cfg, seed=seed)}, enc_path)
+        runs.append(PretrainRun(seed, out, task.encoder, history, evaluation, cached))
+    rows = []
+    for r in runs:
+        train_rows = r.history[r.history["kind"] == "train"]
+        rows.append({"seed": r.seed, "steps": int(train_rows["step"].max()),
+                     "final_recon": float(train_rows["recon"].tail(10).mean()), **r.evaluation})
+    summary = pd.DataFrame(rows)
+    res = paths.results_dir(cfg.scale)
+    save_table(summary, res / "pretraining_summary", table_header(
+        cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
+             f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
+    pool = pd.DataFrame(pools.summary(recordings))
+    return PretrainStage(runs, summary, pool, len(vocab))

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from poyocap.data.splits import SPLIT_CODE, build_splits, check_pools, make_pools, split_session
-from poyocap.data.windows import (UnitVocab, WindowDataset, collate, grating_windows, movie_windows,
-                                  pretrain_windows)
+from poyocap.data.windows import (UnitVocab, WindowDataset, collate, flatten_tokens, grating_windows,
+                                  movie_windows, pretrain_windows)
 
 PRED = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
 
@@ -47,7 +47,12 @@ def test_split_fractions_and_repeats(smoke_recordings):
     rec = smoke_recordings[0]
     sp = split_session(rec)
     counts = np.bincount(sp.trial_split, minlength=3)
-    assert counts.tolist() == [28, 4, 8]  # 70/10/20 of 40 trials
+    assert counts.tolist() == [24, 8, 8]  # 5 blocks of 8 trials: 3 / 1 / 1 (70/10/20 rounded, each split >= 1)
+    big = split_session(rec, grating_block=1)
+    assert np.bincount(big.trial_split, minlength=3).tolist() == [28, 4, 8]  # single trials: exactly 70/10/20
+    chrono = np.argsort(rec.grating_trials["start"])
+    blocks = sp.trial_split[chrono].reshape(-1, 8)
+    assert (blocks == blocks[:, :1]).all(), "trials are split in blocks of consecutive trials"
     lab = sp.stim_label
     rep = rec.movie_repeat
     assert set(lab[(rep >= 0) & (rep <= 7)]) <= {SPLIT_CODE["train"], SPLIT_CODE["novel"]}
@@ -75,7 +80,8 @@ def test_windows_never_see_another_splits_stimulus(smoke_recordings):
     for table in (pretrain_windows(recs, splits, 1.0, 0.25), grating_windows(recs, splits, 1.0),
                   movie_windows(recs, splits, 0.3, 0.1)):
         _assert_no_leak(table, splits, recs)
-        assert (table.split >= 0).sum() > 0
+        for code in (SPLIT_CODE["train"], SPLIT_CODE["val"], SPLIT_CODE["test"]):
+            assert (table.split == code).sum() > 0
     mv = movie_windows(recs, splits, 0.3, 0.1)
     novel_frames = set(range(*splits[0].novel_frames))
     train_frames = set(mv.frame[mv.split == SPLIT_CODE["train"]].tolist())
@@ -100,16 +106,21 @@ def test_dataset_shapes_padding_and_unit_dropout(smoke_recordings):
     loader = DataLoader(ds, batch_size=16, shuffle=False, collate_fn=collate)
     sizes = set()
     for batch in loader:
-        b, k = batch["values"].shape
-        assert batch["unit_index"].shape == batch["times"].shape == batch["mask"].shape == (b, k)
-        assert batch["image"].shape[1:] == recs[0].movie.shape[1:]
-        n_real = batch["mask"].sum(1)
+        b, n_t, n_u = batch["values"].shape
+        assert n_t == 9 and n_u <= 8
+        assert batch["unit_index"].shape == (b, n_u) and batch["times"].shape == (b, n_t)
+        assert batch["mask"].shape == (b, n_t, n_u) and batch["image"].shape[1:] == recs[0].movie.shape[1:]
+        n_real = batch["mask"].sum((1, 2))
         sizes.update(n_real.tolist())
-        assert (batch["values"][~batch["mask"]] == 0).all() and (n_real <= 9 * 8).all()
+        assert (batch["values"][~batch["mask"]] == 0).all()
         assert batch["times"].max() < 0.3 + 1e-6
+        flat = flatten_tokens(batch)
+        assert flat["values"].shape == flat["unit_index"].shape == flat["times"].shape == (b, n_t * n_u)
+        k = 3 * n_u + 2  # token of frame 3, unit 2
+        assert flat["unit_index"][0, k] == batch["unit_index"][0, 2] and flat["times"][0, k] == batch["times"][0, 3]
     assert len(sizes) > 1, "variable neuron counts should need padding"
     item = ds[0]
-    assert item["values"].numel() == 9 * min(8, recs[ds.table.session[0]].n_units)
+    assert item["values"].shape == (9, min(8, recs[ds.table.session[0]].n_units))
     ds_eval = WindowDataset(recs, table, "test", vocab, max_units=8, train=False)
     assert torch.equal(ds_eval[0]["unit_index"], ds_eval[0]["unit_index"])
     ds.set_epoch(1)

@@ -12,7 +12,10 @@ No mouse is in two pools (asserted).
 **Splits** (as the authors' code, plus one of ours). Every stimulus frame gets a label:
 
 - natural movie: repeats ``0..R-3`` train, ``R-2`` val, ``R-1`` test (ABO: 0-7 / 8 / 9);
-- drifting gratings: trials 70/10/20 by whole trial, shuffled with a fixed seed per session;
+- drifting gratings: trials 70/10/20, shuffled with a fixed seed per session, in *blocks* of consecutive
+  trials (default 8). The authors shuffle single trials; but ABO trials are only 1 s apart, so a window at a
+  test trial would then almost always see the calcium tail of a training trial. Blocks keep the 70/10/20
+  proportions and lose only the first trial of a block whose neighbour belongs to another split;
 - *novel frames* (beyond the paper): a contiguous block of movie frames, in every repeat, labelled ``novel``;
   no training window ever sees them.
 
@@ -161,6 +164,7 @@ def split_session(
     novel_fraction: float = 0.1,
     tail_s: float = DEFAULT_TAIL_S,
     seed: int = 42,
+    grating_block: int = 8,
 ) -> SessionSplit:
     """Label every stimulus frame of ``rec`` with its split (see module docstring)."""
     if abs(sum(grating_fractions) - 1.0) > 1e-6:
@@ -170,13 +174,21 @@ def split_session(
     # drifting gratings: whole trials, shuffled with a per-session seed derived from `seed`
     n_trials = rec.n_trials
     rng = np.random.default_rng([seed, _stable_hash(rec.session_id)])
-    order = rng.permutation(n_trials)
-    n_train = int(round(grating_fractions[0] * n_trials))
-    n_val = int(round(grating_fractions[1] * n_trials))
-    trial_split = np.empty(n_trials, np.int8)
-    trial_split[order[:n_train]] = SPLIT_CODE["train"]
-    trial_split[order[n_train:n_train + n_val]] = SPLIT_CODE["val"]
-    trial_split[order[n_train + n_val:]] = SPLIT_CODE["test"]
+    chrono = np.argsort(rec.grating_trials["start"], kind="stable")
+    block_of = np.empty(n_trials, np.int64)
+    block_of[chrono] = np.arange(n_trials) // max(1, grating_block)
+    n_blocks = int(block_of.max()) + 1 if n_trials else 0
+    order = rng.permutation(n_blocks)
+    n_train = int(round(grating_fractions[0] * n_blocks))
+    n_val = int(round(grating_fractions[1] * n_blocks))
+    if n_blocks >= 3:  # every split gets at least one block
+        n_val = max(1, n_val)
+        n_train = min(n_train, n_blocks - n_val - 1)
+    block_split = np.empty(n_blocks, np.int8)
+    block_split[order[:n_train]] = SPLIT_CODE["train"]
+    block_split[order[n_train:n_train + n_val]] = SPLIT_CODE["val"]
+    block_split[order[n_train + n_val:]] = SPLIT_CODE["test"]
+    trial_split = block_split[block_of] if n_trials else np.empty(0, np.int8)
     start_f = np.searchsorted(rec.timestamps, rec.grating_trials["start"])
     stop_f = np.searchsorted(rec.timestamps, rec.grating_trials["stop"])
     for k in range(n_trials):
@@ -207,6 +219,8 @@ def _stable_hash(text: str) -> int:
     return int.from_bytes(text.encode()[:64].ljust(64, b"\0"), "little") % (2**31)
 
 
-def build_splits(recordings: Sequence[Recording], novel_fraction: float, seed: int = 42) -> list[SessionSplit]:
+def build_splits(recordings: Sequence[Recording], novel_fraction: float, seed: int = 42,
+                 grating_block: int = 8) -> list[SessionSplit]:
     """:func:`split_session` for every recording (the authors' seed 42 for grating trials)."""
-    return [split_session(r, novel_fraction=novel_fraction, seed=seed) for r in recordings]
+    return [split_session(r, novel_fraction=novel_fraction, seed=seed, grating_block=grating_block)
+            for r in recordings]

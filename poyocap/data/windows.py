@@ -2,13 +2,17 @@
 
 A *window* is ``[t0, t1)`` frames of one session. Its tokens are one per (frame, ROI) of at most
 ``max_units`` ROIs (unit dropout as POYO+: a random subset per draw in training, a fixed subset at
-evaluation). A batch (after :func:`collate`) carries::
+evaluation). Tokens are kept as a (frame x unit) *grid*, which the encoder exploits (its cross-attention
+never materialises per-token embeddings). A batch (after :func:`collate`) carries::
 
-    values      float32 (B, K)   dF/F of each token
-    unit_index  int64   (B, K)   index into the UnitVocab (the model's unit-embedding table)
-    times       float32 (B, K)   token time in seconds relative to the window start
-    mask        bool    (B, K)   True for real tokens, False for padding (torch_brain's keep-mask convention)
+    values      float32 (B, T, U)  dF/F of each token (frame t, unit u)
+    unit_index  int64   (B, U)     index into the UnitVocab (the model's unit-embedding table)
+    times       float32 (B, T)     frame time in seconds relative to the window start
+    mask        bool    (B, T, U)  True for real tokens, False for padding or NaN frames (torch_brain's
+                                   keep-mask convention)
     + the task's targets: ``direction`` (B,) (-1 = no grating trial), ``frame`` (B,), ``image`` (B, H, W) ...
+
+:func:`flatten_tokens` gives the POYO-style flat token lists ``(B, K = T*U)`` when a model wants them.
 
 Windows are pre-sliced in memory (the dF/F arrays are shared, not copied); at paper scale the sessions
 would be read lazily from the per-session HDF5 cache instead (see DESIGN.md).
@@ -224,12 +228,12 @@ class WindowDataset(Dataset):
         vals = rec.dff[t0:t1][:, cols]  # (L, U)
         valid = rec.valid[t0:t1]
         times = (rec.timestamps[t0:t1] - rec.timestamps[t0]).astype(np.float32)
-        n_l, n_u = vals.shape
+        n_u = vals.shape[1]
         item = {
-            "values": torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32).reshape(-1)),
-            "unit_index": torch.from_numpy(np.tile(self.rows[s][sel], n_l)),
-            "times": torch.from_numpy(np.repeat(times, n_u)),
-            "mask": torch.from_numpy(np.repeat(valid, n_u)),
+            "values": torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
+            "unit_index": torch.from_numpy(self.rows[s][sel]),
+            "times": torch.from_numpy(times),
+            "mask": torch.from_numpy(np.repeat(valid[:, None], n_u, axis=1)),
             "direction": torch.tensor(int(self.table.direction[idx])),
             "frame": torch.tensor(int(self.table.frame[idx])),
             "frame_time": torch.tensor(float(self.table.frame_time[idx]), dtype=torch.float32),
@@ -244,19 +248,37 @@ class WindowDataset(Dataset):
 
 
 def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Pad variable token counts to the batch maximum; padding has ``mask = False``, value 0, unit 0."""
-    k_max = max(int(it["values"].numel()) for it in items)
-    out: dict[str, torch.Tensor] = {}
-    for key in ("values", "unit_index", "times", "mask"):
-        dtype = items[0][key].dtype
-        buf = torch.zeros((len(items), k_max), dtype=dtype)
-        for i, it in enumerate(items):
-            buf[i, : it[key].numel()] = it[key]
-        out[key] = buf
+    """Pad frames and units to the batch maximum; padding has ``mask = False``, value 0, unit 0."""
+    t_max = max(int(it["values"].shape[0]) for it in items)
+    u_max = max(int(it["values"].shape[1]) for it in items)
+    b = len(items)
+    out = {
+        "values": torch.zeros((b, t_max, u_max), dtype=torch.float32),
+        "unit_index": torch.zeros((b, u_max), dtype=torch.int64),
+        "times": torch.zeros((b, t_max), dtype=torch.float32),
+        "mask": torch.zeros((b, t_max, u_max), dtype=torch.bool),
+    }
+    for i, it in enumerate(items):
+        n_t, n_u = it["values"].shape
+        out["values"][i, :n_t, :n_u] = it["values"]
+        out["unit_index"][i, :n_u] = it["unit_index"]
+        out["times"][i, :n_t] = it["times"]
+        out["mask"][i, :n_t, :n_u] = it["mask"]
     for key in items[0]:
         if key not in out:
             out[key] = torch.stack([it[key] for it in items])
     return out
+
+
+def flatten_tokens(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Grid batch -> POYO-style flat tokens: values, unit_index, times, mask each ``(B, K = T*U)``."""
+    b, n_t, n_u = batch["values"].shape
+    return {
+        "values": batch["values"].reshape(b, -1),
+        "unit_index": batch["unit_index"][:, None, :].expand(b, n_t, n_u).reshape(b, -1),
+        "times": batch["times"][:, :, None].expand(b, n_t, n_u).reshape(b, -1),
+        "mask": batch["mask"].reshape(b, -1),
+    }
 
 
 N_DIRECTIONS = len(GRATING_DIRECTIONS)

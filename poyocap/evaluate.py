@@ -1,0 +1,94 @@
+"""Evaluation shared by every stage: frozen-latent features, linear probes, pretraining diagnostics.
+
+(The movie/grating metrics and the across-seed statistics of the fine-tuning stage will live here too.)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .model.encoder import CalciumEncoder
+from .model.pretrain import TwinMaskedPretrainer, copy_last_baseline, latent_std
+from .train import eval_batches
+
+
+@torch.no_grad()
+def latent_features(encoder: CalciumEncoder, dataset: Dataset, batch_size: int = 64,
+                    device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Frozen Z_L of every window, pooled per latent step: ``features (N, S*D)`` plus the windows' targets."""
+    encoder.eval().to(device)
+    feats, direction, frame = [], [], []
+    session = dataset.table.session if hasattr(dataset, "table") else None
+    for batch in eval_batches(dataset, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        _, z_l, _ = encoder(batch)
+        b, n, d = z_l.shape
+        per_step = z_l.view(b, -1, encoder.cfg.latents_per_step, d).mean(2)  # (B, S, D)
+        feats.append(per_step.reshape(b, -1).float().cpu().numpy())
+        direction.append(batch["direction"].cpu().numpy())
+        frame.append(batch["frame"].cpu().numpy())
+    if not feats:
+        raise ValueError("no windows to extract features from")
+    out = {"features": np.concatenate(feats), "direction": np.concatenate(direction),
+           "frame": np.concatenate(frame)}
+    if session is not None:
+        out["session"] = np.asarray(session)
+    return out
+
+
+def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 c: float = 0.1) -> float:
+    """Accuracy of an L2-regularised multinomial logistic regression on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if len(np.unique(y_train)) < 2:
+        raise ValueError("a probe needs at least two classes in its training set")
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=3000))
+    clf.fit(x_train, y_train)
+    return float((clf.predict(x_test) == y_test).mean())
+
+
+def per_session_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], target: str = "direction",
+                      c: float = 0.1) -> float:
+    """Linear probe fitted and tested *within* each session (units differ between sessions), averaged over
+    sessions weighted by their number of test windows. Sessions with < 2 classes or no test window are skipped."""
+    correct, total = 0.0, 0
+    for s in np.unique(test["session"]):
+        tr, te = train["session"] == s, test["session"] == s
+        if te.sum() == 0 or len(np.unique(train[target][tr])) < 2:
+            continue
+        acc = linear_probe(train["features"][tr], train[target][tr], test["features"][te], test[target][te], c=c)
+        correct += acc * te.sum()
+        total += int(te.sum())
+    if total == 0:
+        raise ValueError("no session has both training and test windows for the probe")
+    return correct / total
+
+
+@torch.no_grad()
+def masked_reconstruction(task: TwinMaskedPretrainer, dataset: Dataset, batch_size: int = 64,
+                          device: torch.device | str = "cpu") -> dict[str, float]:
+    """On held-out windows: L1 of the masked-view prediction, of the copy-last-latent baseline, the auxiliary
+    head's direction accuracy (windows with a grating trial) and the collapse monitor std(Z_L)."""
+    task.eval().to(device)
+    err, base, n, correct, n_lab, stds = 0.0, 0.0, 0, 0, 0, []
+    for batch in eval_batches(dataset, batch_size):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        v = task.views(batch)
+        m = v["mask"]
+        pred_base = copy_last_baseline(v["target"], m, task.encoder.cfg.latents_per_step)
+        err += float((v["z_l_masked"] - v["target"]).abs()[m].sum())
+        base += float((pred_base - v["target"]).abs()[m].sum())
+        n += int(m.sum()) * v["target"].shape[-1]
+        lab = batch["direction"] >= 0
+        if lab.any():
+            logits = task.head(v["z_l"][lab].mean(1))
+            correct += int((logits.argmax(-1) == batch["direction"][lab]).sum())
+            n_lab += int(lab.sum())
+        stds.append(float(latent_std(v["z_l"])))
+    return {"masked_l1": err / max(n, 1), "copy_last_l1": base / max(n, 1),
+            "aux_acc": correct / n_lab if n_lab else float("nan"), "std_zl": float(np.mean(stds))}

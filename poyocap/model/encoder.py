@@ -1,0 +1,273 @@
+"""POYO+ calcium encoder: (frame, ROI) tokens -> rotary cross-attention -> latents -> rotary self-attention.
+
+Tokens are as in torch_brain's ``CalciumPOYOPlus``: ``x = concat(Linear(1, D/2)(dF/F), unit_embedding (D/2))``,
+layer-normalised, projected to keys and values. A window of T frames x N ROIs has K = T*N tokens, so a naive
+implementation costs O(K D^2) just to project them. We never build the (B, K, D) token matrix:
+
+    x        = v * p + q_u                 p = [w, 0], q_u = [b, e_u]          (linear in the scalar v)
+    LN(x)    = g * (v * p' + q'_u) / s(v, u) + beta     p', q'_u: p, q_u minus their means
+    s^2      = v^2 * mean(p'^2) + 2 v * mean(p' q'_u) + mean(q'_u^2) + eps
+    K = W LN(x) = (v * W(g p') + W(g q'_u)) / s + W beta
+
+so per token we only combine two precomputed D-vectors (per unit, computed once per batch for the *unique*
+units) with two scalars: O(K D) instead of O(K D^2), exactly equal to the naive result (tested against
+:meth:`TokenCrossAttention.forward_reference`). Padding tokens are excluded by the attention mask.
+
+Latents: ``latents_per_step`` learned vectors repeated at every latent step; their timestamps are spread
+evenly over the window (step centres). Rotary time embeddings (on half of each head's dims, log-spaced
+periods, as torch_brain) encode token and latent times in the cross-attention and latent times in the
+self-attention stack. ``forward`` returns the latents before (Z_1) and after (Z_L) the stack.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import EncoderConfig
+
+
+# ------------------------------------------------------------------------------------------------- rotary
+class RotaryTime(nn.Module):
+    """Rotary embedding of continuous time: angles (…, N, rotate_dim/2) for log-spaced periods."""
+
+    def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 4.0) -> None:
+        super().__init__()
+        self.rotate_dim = max(2, (head_dim // 2) // 2 * 2)
+        n = self.rotate_dim // 2
+        periods = torch.exp(torch.linspace(math.log(t_min), math.log(t_max), n))
+        self.register_buffer("omega", 2 * math.pi / periods, persistent=False)
+
+    def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``t (B, N)`` seconds -> ``(cos, sin)`` each ``(B, 1, N, rotate_dim)`` (broadcast over heads)."""
+        ang = t.to(self.omega.dtype)[..., None] * self.omega  # (B, N, r/2)
+        ang = torch.cat([ang, ang], dim=-1)[:, None]
+        return ang.cos(), ang.sin()
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor, inverse: bool = False) -> Tensor:
+    """Rotate the first ``rotate_dim`` dims of ``x (B, H, N, hd)`` (rotate-half convention)."""
+    r = cos.shape[-1]
+    xr, xp = x[..., :r], x[..., r:]
+    x1, x2 = xr.chunk(2, dim=-1)
+    rot = torch.cat([-x2, x1], dim=-1)
+    s = -sin if inverse else sin
+    out = xr * cos + rot * s
+    return torch.cat([out, xp.expand(*out.shape[:-1], xp.shape[-1])], dim=-1)
+
+
+# ------------------------------------------------------------------------------------------------ blocks
+class FeedForward(nn.Module):
+    """Pre-norm MLP (GELU, x4)."""
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(4 * dim, dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class SelfAttentionBlock(nn.Module):
+    """Pre-norm rotary self-attention + MLP over latents ``(B, L, D)``."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} not divisible by self_heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = FeedForward(dim, dropout)
+        self.drop = nn.Dropout(dropout)
+        self.p_attn = 0.0
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.norm(x)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = rotate(q, cos, sin), rotate(k, cos, sin), rotate(v, cos, sin)
+        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p_attn if self.training else 0.0)
+        a = rotate(a, cos, sin, inverse=True).transpose(1, 2).reshape(b, n, d)
+        x = x + self.drop(self.out(a))
+        return x + self.drop(self.ffn(x))
+
+
+class TokenCrossAttention(nn.Module):
+    """Latents ``(B, L, D)`` attend to calcium tokens without materialising them (see module docstring)."""
+
+    def __init__(self, dim: int, heads: int, dropout: float, eps: float = 1e-5) -> None:
+        super().__init__()
+        if dim % heads or dim % 2:
+            raise ValueError(f"dim {dim} must be even and divisible by cross_heads {heads}")
+        self.dim, self.heads, self.head_dim, self.eps = dim, heads, dim // heads, eps
+        self.value_map = nn.Linear(1, dim // 2)
+        nn.init.trunc_normal_(self.value_map.weight, 0, 0.02)
+        nn.init.zeros_(self.value_map.bias)
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_ctx = nn.LayerNorm(dim, eps=eps)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = FeedForward(dim, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def _token_parts(self, unit_table: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """Per-unit projections of the centred token parts: ``kvp (2D,)``, ``kvq (U, 2D)``, ``kvb (2D,)``, and
+        the LayerNorm variance coefficients ``a`` (scalar), ``bq (U,)``, ``cq (U,)``."""
+        d2 = self.dim // 2
+        w = self.value_map.weight[:, 0]  # (D/2,)
+        p = torch.cat([w, w.new_zeros(d2)])  # (D,)
+        q = torch.cat([self.value_map.bias.expand(unit_table.shape[0], d2), unit_table], dim=-1)  # (U, D)
+        p_c = p - p.mean()
+        q_c = q - q.mean(dim=-1, keepdim=True)
+        g, beta = self.norm_ctx.weight, self.norm_ctx.bias
+        kvp = self.to_kv(g * p_c)  # (2D,)
+        kvq = self.to_kv(g * q_c)  # (U, 2D)
+        kvb = self.to_kv(beta)  # (2D,)
+        var = (p_c * p_c).mean(), (q_c * p_c).mean(-1), (q_c * q_c).mean(-1)
+        return kvp, kvq, kvb, var[0], torch.stack(var[1:], dim=-1)
+
+    def forward(self, latents: Tensor, lat_t: Tensor, values: Tensor, unit_pos: Tensor, unit_table: Tensor,
+                frame_t: Tensor, mask: Tensor, rot: RotaryTime) -> Tensor:
+        """Grid form: tokens are every (frame t, unit u) of a window.
+
+        Args:
+            latents (B, L, D), lat_t (B, L) latent times; values (B, T, U) dF/F; unit_pos (B, U) rows of
+            ``unit_table (n, D/2)``; frame_t (B, T) frame times; mask (B, T, U) True = real token.
+        Returns latents (B, L, D) after attention and MLP. Equal to :meth:`forward_reference` on the
+        flattened tokens, at O(B H L T U e) cost and without any (B, T*U, D) tensor.
+        """
+        b, n_lat, d = latents.shape
+        h, e = self.heads, self.head_dim
+        kvp, kvq, kvb, a, bc = self._token_parts(unit_table)
+        kp, vp = kvp.view(2, h, e)
+        kb, vb = kvb.view(2, h, e)
+        kq, vq = kvq[unit_pos].view(b, -1, 2, h, e).permute(2, 0, 3, 1, 4)  # each (B, H, U, e)
+        v = values.to(kvq.dtype)  # (B, T, U)
+        bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
+        inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U) LayerNorm scale
+        q = self.to_q(self.norm_q(latents)).view(b, n_lat, h, e).transpose(1, 2)  # (B, H, L, e)
+        # rotary: q_l . rot(s_t) k  ==  rot(tau_l - s_t) q_l . k
+        ang = (lat_t[:, :, None] - frame_t[:, None, :]).to(rot.omega.dtype)[..., None] * rot.omega  # (B, L, T, r/2)
+        ang = torch.cat([ang, ang], dim=-1)[:, None]  # (B, 1, L, T, r)
+        qt = rotate(q[:, :, :, None, :], ang.cos(), ang.sin())  # (B, H, L, T, e)
+        scale = e ** -0.5
+        logits = inv[:, None, None] * (v[:, None, None] * (qt @ kp[None, :, None, :, None])
+                                      + torch.einsum("bhlte,bhue->bhltu", qt, kq))
+        logits = (logits + (qt @ kb[None, :, None, :, None])) * scale  # (B, H, L, T, U)
+        logits = logits.masked_fill(~mask[:, None, None], float("-inf"))
+        n_t, n_u = v.shape[1], v.shape[2]
+        p = logits.view(b, h, n_lat, n_t * n_u).softmax(-1).view(b, h, n_lat, n_t, n_u)
+        pi = p * inv[:, None, None]
+        inner = ((pi * v[:, None, None]).sum(-1, keepdim=True) * vp[None, :, None, None]
+                 + torch.einsum("bhltu,bhue->bhlte", pi, vq)
+                 + p.sum(-1, keepdim=True) * vb[None, :, None, None])  # (B, H, L, T, e)
+        # values are rotated by their frame time and the output un-rotated at the latent time (POYO+):
+        # sum_t rot(-tau_l) rot(s_t) x_lt = sum_t rot(s_t - tau_l) x_lt
+        out = rotate(inner, ang.cos(), ang.sin(), inverse=True).sum(3)  # (B, H, L, e)
+        out = out.transpose(1, 2).reshape(b, n_lat, d)
+        x = latents + self.drop(self.out(out))
+        return x + self.drop(self.ffn(x))
+
+    def _attend(self, latents: Tensor, lat_rot, k: Tensor, v: Tensor, tok_rot, mask: Tensor) -> Tensor:  # noqa: ANN001
+        b, n_lat, d = latents.shape
+        q = self.to_q(self.norm_q(latents)).view(b, n_lat, self.heads, self.head_dim).transpose(1, 2)
+        q = rotate(q, *lat_rot)
+        k = rotate(k, *tok_rot)
+        v = rotate(v, *tok_rot)  # POYO+ rotates values in the encoder and un-rotates at the latent's time
+        attn_mask = mask[:, None, None, :]
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        a = rotate(a, *lat_rot, inverse=True).transpose(1, 2).reshape(b, n_lat, d)
+        x = latents + self.drop(self.out(a))
+        return x + self.drop(self.ffn(x))
+
+    def forward_reference(self, latents: Tensor, lat_t: Tensor, values: Tensor, unit_pos: Tensor,
+                          unit_table: Tensor, frame_t: Tensor, mask: Tensor, rot: RotaryTime) -> Tensor:
+        """The naive path (tests, benchmark): flatten to K = T*U tokens, materialise
+        ``LN(concat(Linear(v), e_u))`` (B, K, D), project, rotary attention."""
+        b, n_t, n_u = values.shape
+        flat_v = values.reshape(b, n_t * n_u)
+        flat_u = unit_pos[:, None, :].expand(b, n_t, n_u).reshape(b, -1)
+        flat_t = frame_t[:, :, None].expand(b, n_t, n_u).reshape(b, -1)
+        k_tok = flat_v.shape[1]
+        tokens = torch.cat([self.value_map(flat_v[..., None].to(unit_table.dtype)), unit_table[flat_u]], dim=-1)
+        kv = self.to_kv(self.norm_ctx(tokens)).view(b, k_tok, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        return self._attend(latents, rot(lat_t), kv[0], kv[1], rot(flat_t), mask.reshape(b, -1))
+
+
+# ------------------------------------------------------------------------------------------------ encoder
+class CalciumEncoder(nn.Module):
+    """POYO+ calcium encoder.
+
+    Args:
+        cfg: sizes (dim, depth, heads, latents per step, latent step, dropout).
+        n_units: rows of the unit-embedding table (grow later with :meth:`register_units`).
+    """
+
+    def __init__(self, cfg: EncoderConfig, n_units: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        self.unit_emb = nn.Embedding(max(1, n_units), d // 2)
+        nn.init.trunc_normal_(self.unit_emb.weight, 0, 0.02)
+        self.latent_emb = nn.Parameter(torch.randn(cfg.latents_per_step, d) * 0.02)
+        self.cross = TokenCrossAttention(d, cfg.cross_heads, cfg.dropout)
+        self.blocks = nn.ModuleList(SelfAttentionBlock(d, cfg.self_heads, cfg.dropout) for _ in range(cfg.depth))
+        self.norm_out = nn.LayerNorm(d)  # final norm of the pre-norm stack: Z_L has a fixed scale
+        self.cross_rot = RotaryTime(d // cfg.cross_heads)
+        self.self_rot = RotaryTime(d // cfg.self_heads)
+
+    @property
+    def n_units(self) -> int:
+        return int(self.unit_emb.num_embeddings)
+
+    def register_units(self, n_new: int) -> range:
+        """Append ``n_new`` freshly initialised unit embeddings (fine-tuning); existing rows are kept as is."""
+        old = self.unit_emb.weight.data
+        new = torch.empty(n_new, old.shape[1], device=old.device, dtype=old.dtype)
+        nn.init.trunc_normal_(new, 0, 0.02)
+        emb = nn.Embedding(old.shape[0] + n_new, old.shape[1]).to(old.device, old.dtype)
+        emb.weight.data = torch.cat([old, new])
+        self.unit_emb = emb
+        return range(old.shape[0], old.shape[0] + n_new)
+
+    def latent_times(self, window_s: float, batch: int, device: torch.device) -> Tensor:
+        """Latent timestamps ``(B, L)``: step centres spread evenly over the window, ``latents_per_step`` each."""
+        n_steps = max(1, int(round(window_s / self.cfg.latent_step_s)))
+        centres = (torch.arange(n_steps, device=device, dtype=torch.float32) + 0.5) * (window_s / n_steps)
+        return centres.repeat_interleave(self.cfg.latents_per_step)[None].expand(batch, -1)
+
+    def encode(self, batch: dict[str, Tensor], reference: bool = False) -> tuple[Tensor, Tensor]:
+        """Token grid -> Z_1 ``(B, L, D)`` and latent times ``(B, L)``.
+
+        ``batch``: values (B, T, U), unit_index (B, U), times (B, T) frame times from the window start,
+        mask (B, T, U), window_s (B,) - as :func:`poyocap.data.windows.collate` makes them.
+        """
+        values, units, times, mask = batch["values"], batch["unit_index"], batch["times"], batch["mask"]
+        b = values.shape[0]
+        window_s = float(batch["window_s"][0]) if "window_s" in batch else float(times.max()) + 1 / 30
+        lat_t = self.latent_times(window_s, b, values.device)
+        n_steps = lat_t.shape[1] // self.cfg.latents_per_step
+        latents = self.latent_emb.repeat(n_steps, 1)[None].expand(b, -1, -1)
+        uniq, pos = torch.unique(units, return_inverse=True)  # embed each unit once per batch
+        table = self.unit_emb(uniq)
+        f = self.cross.forward_reference if reference else self.cross.forward
+        z1 = f(latents, lat_t, values, pos, table, times, mask, self.cross_rot)
+        return z1, lat_t
+
+    def process(self, z: Tensor, lat_t: Tensor) -> Tensor:
+        """The self-attention stack: Z_1 ``(B, L, D)`` -> Z_L."""
+        cos, sin = self.self_rot(lat_t)
+        for block in self.blocks:
+            z = block(z, cos, sin)
+        return self.norm_out(z)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Returns ``(Z_1, Z_L, latent_times)``."""
+        z1, lat_t = self.encode(batch)
+        return z1, self.process(z1, lat_t), lat_t

@@ -1,0 +1,132 @@
+"""Latent causal temporal masked modelling with a twin network (the paper's pretraining objective).
+
+    Z_1, lat_t = encoder.encode(tokens)                       (B, L, D)
+    mask       = lat_t >= (1 - ratio) * window                 last 50 % of latents by time ("causal")
+    Z_1^m      = where(mask, MASK, Z_1)                        learned MASK token; its time is kept (rotary)
+    Z_L, Z_L^m = encoder.process(Z_1), encoder.process(Z_1^m)  the same self-attention stack (twin)
+    loss       = L1(Z_L^m[mask], stopgrad(Z_L)[mask]) + lambda * CE(head(Z_L), direction)   lambda = 0.01
+
+The CE term counts only windows that contain a grating trial (direction >= 0).
+
+Options (the ablations need them): ``mask_mode="random"`` (same ratio, random positions), ``ce_weight=0``
+("masking only"), ``target="ema"`` (an exponential-moving-average copy of the encoder makes the target).
+The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
+and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
+regressed with MSE, with an unweighted CE.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import PretrainConfig
+from .encoder import CalciumEncoder
+
+N_DIRECTIONS = 8
+
+
+def causal_mask(lat_t: Tensor, window_s: float, ratio: float) -> Tensor:
+    """True for latents whose time lies in the last ``ratio`` of the window. ``lat_t (B, L)`` -> bool (B, L)."""
+    return lat_t >= (1.0 - ratio) * window_s - 1e-6
+
+
+def random_mask(lat_t: Tensor, ratio: float) -> Tensor:
+    """The same number of masked latents as :func:`causal_mask`, at random positions (uses torch's RNG)."""
+    b, n = lat_t.shape
+    k = int(round(ratio * n))
+    order = torch.rand(b, n, device=lat_t.device).argsort(dim=1)
+    mask = torch.zeros(b, n, dtype=torch.bool, device=lat_t.device)
+    mask.scatter_(1, order[:, :k], True)
+    return mask
+
+
+def latent_std(z: Tensor) -> Tensor:
+    """Collapse monitor: per-dimension std of latents over batch and positions, averaged over dims."""
+    return z.detach().float().reshape(-1, z.shape[-1]).std(dim=0).mean()
+
+
+class TwinMaskedPretrainer(nn.Module):
+    """Pretraining task (``forward(batch) -> (loss, metrics)`` for :func:`poyocap.train.train`)."""
+
+    def __init__(self, encoder: CalciumEncoder, cfg: PretrainConfig) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.cfg = cfg
+        d = encoder.cfg.dim
+        self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
+        self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, N_DIRECTIONS))  # small orientation readout
+        self.target_encoder: CalciumEncoder | None = None
+        if cfg.target == "ema":
+            self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
+        elif cfg.target != "shared":
+            raise ValueError(f"target must be 'shared' or 'ema', got {cfg.target!r}")
+
+    def make_mask(self, lat_t: Tensor, window_s: float) -> Tensor:
+        if self.cfg.mask_mode == "causal":
+            return causal_mask(lat_t, window_s, self.cfg.mask_ratio)
+        if self.cfg.mask_mode == "random":
+            return random_mask(lat_t, self.cfg.mask_ratio)
+        if self.cfg.mask_mode == "channel":
+            return torch.ones_like(lat_t, dtype=torch.bool)
+        raise ValueError(f"unknown mask_mode {self.cfg.mask_mode!r}")
+
+    def views(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Both twin views: z1, zL (unmasked), zL_masked, target, mask (B, L)."""
+        z1, lat_t = self.encoder.encode(batch)
+        window_s = float(batch["window_s"][0])
+        mask = self.make_mask(lat_t, window_s)
+        if self.cfg.mask_mode == "channel":
+            channel = int(torch.randint(z1.shape[-1], (1,)))
+            z1_masked = z1.clone()
+            z1_masked[..., channel] = 0.0
+        else:
+            z1_masked = torch.where(mask[..., None], self.mask_token.to(z1.dtype), z1)
+        z_l = self.encoder.process(z1, lat_t)
+        z_l_masked = self.encoder.process(z1_masked, lat_t)
+        if self.target_encoder is not None:
+            with torch.no_grad():
+                target = self.target_encoder(batch)[1]
+        else:
+            target = z_l.detach()
+        return {"z1": z1, "z_l": z_l, "z_l_masked": z_l_masked, "target": target, "mask": mask, "lat_t": lat_t}
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        v = self.views(batch)
+        m = v["mask"]
+        pred, tgt = v["z_l_masked"][m].float(), v["target"][m].float()
+        rec = F.l1_loss(pred, tgt) if self.cfg.recon_loss == "l1" else F.mse_loss(pred, tgt)
+        labelled = batch["direction"] >= 0
+        metrics = {"recon": float(rec.detach()), "std_zl": float(latent_std(v["z_l"]))}
+        loss = rec
+        if labelled.any():
+            logits = self.head(v["z_l"][labelled].mean(dim=1)).float()
+            ce = F.cross_entropy(logits, batch["direction"][labelled])
+            metrics["ce"] = float(ce.detach())
+            metrics["aux_acc"] = float((logits.argmax(-1) == batch["direction"][labelled]).float().mean())
+            if self.cfg.ce_weight > 0:
+                loss = loss + self.cfg.ce_weight * ce
+        return loss, metrics
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """EMA update of the target encoder (no-op for the shared stop-grad twin)."""
+        if self.target_encoder is None:
+            return
+        decay = self.cfg.ema_decay
+        for p_t, p in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+            p_t.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def copy_last_baseline(z_l: Tensor, mask: Tensor, latents_per_step: int) -> Tensor:
+    """Copy-last-latent baseline for causal masking: each masked latent is predicted by the latent with the
+    same within-step index at the last unmasked step. ``z_l (B, L, D)``, ``mask (B, L)`` -> prediction (B, L, D)."""
+    b, n, d = z_l.shape
+    steps = z_l.view(b, n // latents_per_step, latents_per_step, d)
+    step_mask = mask.view(b, -1, latents_per_step)[..., 0]  # (B, S)
+    last_visible = (~step_mask).long().cumsum(1).argmax(1)  # index of the last unmasked step
+    src = steps[torch.arange(b), last_visible]  # (B, P, D)
+    return src[:, None].expand_as(steps).reshape(b, n, d)
