@@ -122,6 +122,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -134,11 +135,21 @@ def main() -> None:
     window_s = args.frames / 30.0
     torch.manual_seed(0)
     rows = []
-    for name, model in (("poyocap CalciumEncoder", OursWithHead(cfg, vocab)),
-                        ("torch_brain CalciumPOYOPlus", TorchBrainWithLoss(cfg, vocab, window_s))):
+    models = [("poyocap CalciumEncoder", OursWithHead(cfg, vocab)),
+              ("torch_brain CalciumPOYOPlus", TorchBrainWithLoss(cfg, vocab, window_s))]
+    for name, model in models:
         model.to(device).train()
         dt, flops = bench(model, batch, args.steps, device, amp)
         rows.append((name, args.batch / dt, dt, flops / dt / 1e9, flops / 1e9))
+    if args.compile:
+        for name, model in models:
+            t0 = time.perf_counter()
+            compiled = torch.compile(model)
+            bench(compiled, batch, 1, device, amp)  # compile (not timed below)
+            print(f"[compile {name}: {time.perf_counter() - t0:.0f} s]")
+            dt, _ = bench(compiled, batch, args.steps, device, amp)
+            flops = rows[0][4] * 1e9 if name.startswith("poyocap") else rows[1][4] * 1e9
+            rows.append((name + " (compiled)", args.batch / dt, dt, flops / dt / 1e9, flops / 1e9))
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})"
           f" amp_bf16={amp} dim={args.dim} depth={args.depth} heads={args.cross_heads}/{args.self_heads}"
           f" latents={args.latents_per_step * int(round(window_s / args.latent_step))} tokens={args.frames}x{args.units}"
@@ -147,6 +158,9 @@ def main() -> None:
     for name, sps, dt, gfs, gf in rows:
         print(f"{name:30s} {sps:10.1f} {dt:8.4f} {gfs:8.1f} {gf:10.2f}")
     print(f"ratio poyocap / torch_brain (samples/s): {rows[0][1] / rows[1][1]:.2f}x")
+    if len(rows) == 4:
+        print(f"ratio compiled poyocap / compiled torch_brain: {rows[2][1] / rows[3][1]:.2f}x; "
+              f"compiled poyocap / eager torch_brain: {rows[2][1] / rows[1][1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -82,12 +82,15 @@ def line_table(neurons: pd.DataFrame) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------------- knees
 def knee_threshold(values: np.ndarray, sensitivity: float = 1.0) -> float:
-    """Threshold at the first knee of ``values`` sorted ascending (kneed: convex, increasing).
+    """The largest value still "regular": the end of the flat segment of ``values`` sorted ascending.
 
-    Sorted per-line means of "regular" lines form a flat segment and the heavy-tailed lines a steep one.
-    Such a step-like curve has two bends - the end of the flat segment and the top of the rise - and kneed
-    (``online=True``) reports both in ``all_knees``; the *first* one is where regularity ends, and its value
-    is the largest value still called regular (lines ``<=`` it are predictable).
+    Kneedle (``kneed.KneeLocator``, Satopaa et al. 2011) on the sorted curve. The curve's shape is read from
+    the data - *concave* when it lies above its chord (a jump early, then a plateau of heavy-tailed lines),
+    *convex* when below (a late, accelerating rise) - because kneed needs it stated. kneed (``online=True``)
+    may report several knees; endpoints are discarded (kneed marks index 0 of concave curves) and the most
+    prominent one (largest distance from the chord in normalised coordinates) is kept. For a convex curve the
+    knee is the elbow, the last point before the rise; for a concave one it is the first point after the rise,
+    so the regular segment ends one point earlier. Lines ``<=`` the returned value are predictable.
     """
     from kneed import KneeLocator
 
@@ -98,11 +101,14 @@ def knee_threshold(values: np.ndarray, sensitivity: float = 1.0) -> float:
     if np.ptp(y) <= 0:
         raise KneeNotFoundError("all values are equal: there is no knee")
     x = np.arange(len(y), dtype=float)
-    locator = KneeLocator(x, y, S=sensitivity, curve="convex", direction="increasing", online=True)
-    knees = sorted(int(k) for k in locator.all_knees)
+    distance = (y - y[0]) / np.ptp(y) - x / x[-1]  # > 0 above the chord
+    shape = "concave" if distance.mean() > 0 else "convex"
+    locator = KneeLocator(x, y, S=sensitivity, curve=shape, direction="increasing", online=True)
+    knees = [int(k) for k in locator.all_knees if 0 < int(k) < len(y) - 1]
     if not knees:
-        raise KneeNotFoundError(f"kneed found no knee in {len(y)} sorted values (S={sensitivity})")
-    return float(y[knees[0]])
+        raise KneeNotFoundError(f"kneed found no interior knee in {len(y)} sorted values (S={sensitivity}, {shape})")
+    knee = max(knees, key=lambda k: (abs(distance[k]), -k))
+    return float(y[knee] if shape == "convex" else y[knee - 1])
 
 
 def thresholds_from_lines(lines: pd.DataFrame, sensitivity: float = 1.0) -> dict[str, float]:

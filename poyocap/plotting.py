@@ -208,7 +208,7 @@ def plot_knees(lines: "pd.DataFrame", partition: object, source: str) -> plt.Fig
         ax.set_xticklabels([_short(l) for l in srt["cre_line"]], rotation=70, fontsize=7)
         ax.set_ylabel(f"mean {stat}")
         ax.legend(fontsize=7)
-    fig.suptitle("Sorted per-line means and the knee (kneed, first knee of the convex increasing curve)")
+    fig.suptitle("Sorted per-line means and the knee threshold (kneed; end of the flat, regular segment)")
     fig.tight_layout()
     synthetic_label(fig, source)
     return fig

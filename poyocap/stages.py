@@ -252,12 +252,17 @@ def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filte
     return pools, recs, vocab, data
 
 
+#: Bump when the training or evaluation code changes what a cached run would contain.
+PRETRAIN_ARTIFACT_VERSION = 2
+
+
 def _pretrain_dir(cfg: Config, partition: filtering.Partition, seed: int) -> Path:
     import hashlib
     import json
 
     d = cfg.to_dict()
     payload = {k: d[k] for k in ("data", "encoder", "pretrain")}
+    payload["version"] = PRETRAIN_ARTIFACT_VERSION
     payload["predictable_lines"] = list(partition.predictable_lines)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
     return paths.artifacts_dir(cfg.scale, "pretrain") / f"{digest}-seed{seed}"

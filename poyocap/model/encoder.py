@@ -152,24 +152,35 @@ class TokenCrossAttention(nn.Module):
         bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
         inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U) LayerNorm scale
         q = self.to_q(self.norm_q(latents)).view(b, n_lat, h, e).transpose(1, 2)  # (B, H, L, e)
-        # rotary: q_l . rot(s_t) k  ==  rot(tau_l - s_t) q_l . k
+        # Rotary acts on the first r dims of each head only. For those: q_l . rot(s_t) k == rot(tau_l - s_t) q_l . k,
+        # which depends on the frame t; the other e - r dims do not, so they are computed once per (l, u).
+        r = rot.rotate_dim
         ang = (lat_t[:, :, None] - frame_t[:, None, :]).to(rot.omega.dtype)[..., None] * rot.omega  # (B, L, T, r/2)
         ang = torch.cat([ang, ang], dim=-1)[:, None]  # (B, 1, L, T, r)
-        qt = rotate(q[:, :, :, None, :], ang.cos(), ang.sin())  # (B, H, L, T, e)
+        cos, sin = ang.cos(), ang.sin()
+        qt = rotate(q[..., None, :r].expand(b, h, n_lat, v.shape[1], r), cos, sin)  # (B, H, L, T, r)
+        qp = q[..., r:]  # (B, H, L, e - r)
         scale = e ** -0.5
-        logits = inv[:, None, None] * (v[:, None, None] * (qt @ kp[None, :, None, :, None])
-                                      + torch.einsum("bhlte,bhue->bhltu", qt, kq))
-        logits = (logits + (qt @ kb[None, :, None, :, None])) * scale  # (B, H, L, T, U)
+        q_kp = (qt @ kp[None, :, None, :r, None])[..., 0] + (qp @ kp[None, :, r:, None])  # (B, H, L, T)
+        q_kb = (qt @ kb[None, :, None, :r, None])[..., 0] + (qp @ kb[None, :, r:, None])  # (B, H, L, T)
+        q_kq = torch.einsum("bhltr,bhur->bhltu", qt, kq[..., :r]) + torch.einsum(
+            "bhlp,bhup->bhlu", qp, kq[..., r:])[:, :, :, None]  # (B, H, L, T, U)
+        logits = (inv[:, None, None] * (v[:, None, None] * q_kp[..., None] + q_kq) + q_kb[..., None]) * scale
         logits = logits.masked_fill(~mask[:, None, None], float("-inf"))
         n_t, n_u = v.shape[1], v.shape[2]
         p = logits.view(b, h, n_lat, n_t * n_u).softmax(-1).view(b, h, n_lat, n_t, n_u)
         pi = p * inv[:, None, None]
-        inner = ((pi * v[:, None, None]).sum(-1, keepdim=True) * vp[None, :, None, None]
-                 + torch.einsum("bhltu,bhue->bhlte", pi, vq)
-                 + p.sum(-1, keepdim=True) * vb[None, :, None, None])  # (B, H, L, T, e)
+        a_lt = (pi * v[:, None, None]).sum(-1)  # (B, H, L, T): weight of the value direction vp
+        c_lt = p.sum(-1)  # (B, H, L, T): weight of the bias vb
         # values are rotated by their frame time and the output un-rotated at the latent time (POYO+):
-        # sum_t rot(-tau_l) rot(s_t) x_lt = sum_t rot(s_t - tau_l) x_lt
-        out = rotate(inner, ang.cos(), ang.sin(), inverse=True).sum(3)  # (B, H, L, e)
+        # sum_t rot(-tau_l) rot(s_t) x_lt = sum_t rot(s_t - tau_l) x_lt  (rotated dims only)
+        inner_r = (a_lt[..., None] * vp[None, :, None, None, :r] + torch.einsum("bhltu,bhur->bhltr", pi, vq[..., :r])
+                   + c_lt[..., None] * vb[None, :, None, None, :r])  # (B, H, L, T, r)
+        out_r = rotate(inner_r, cos, sin, inverse=True).sum(3)  # (B, H, L, r)
+        out_p = (a_lt.sum(-1, keepdim=True) * vp[None, :, None, r:]
+                 + torch.einsum("bhltu,bhup->bhlp", pi, vq[..., r:])
+                 + c_lt.sum(-1, keepdim=True) * vb[None, :, None, r:])  # (B, H, L, e - r)
+        out = torch.cat([out_r, out_p], dim=-1)  # (B, H, L, e)
         out = out.transpose(1, 2).reshape(b, n_lat, d)
         x = latents + self.drop(self.out(out))
         return x + self.drop(self.ffn(x))
