@@ -24,6 +24,7 @@
 scale = "demo"
 source = None
 seeds = None
+partition = "computed"  # "computed" (notebook 02's knee) or "paper" (the authors' four lines)
 
 # %%
 import pandas as pd
@@ -31,7 +32,7 @@ import pandas as pd
 from poyocap import paths, plotting, stages
 
 pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds)
+cfg = stages.make_config(scale, source, seeds, partition=partition)
 print(f"scale={cfg.scale} source={cfg.data.source} ({stages.source_label(cfg)})")
 
 # %%

@@ -28,6 +28,7 @@
 scale = "demo"
 source = None
 seeds = None
+partition = "computed"  # "computed" (notebook 02's knee) or "paper" (the authors' four lines)
 
 # %%
 import pandas as pd
@@ -35,7 +36,7 @@ import pandas as pd
 from poyocap import filtering, paths, plotting, stages
 
 pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds)
+cfg = stages.make_config(scale, source, seeds, partition=partition)
 e, p = cfg.encoder, cfg.pretrain
 print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)}")
 print(f"encoder: dim {e.dim}, depth {e.depth}, heads {e.cross_heads}/{e.self_heads}, "

@@ -19,14 +19,18 @@ def main(argv: list[str] | None = None) -> int:
         "setup": "environment report and the configuration tree (notebook 00)",
         "data": "generate/load the observatory; sessions table and per-line statistics (notebook 01)",
         "filter": "regularity filtering: thresholds, partition, bootstrap (notebook 02)",
+        "pretrain": "latent masked pretraining on the predictable pool, one run per seed (notebook 03)",
     }
     for name, help_text in specs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--scale", choices=SCALES, default="demo")
         p.add_argument("--source", choices=SOURCES, default=None)
         p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
-        if name == "filter":
+        if name in ("filter", "pretrain"):
             p.add_argument("--partition", choices=("computed", "paper"), default="computed")
+        if name == "pretrain":
+            p.add_argument("--force", action="store_true",
+                           help="retrain from scratch (default: reuse finished runs, resume interrupted ones)")
     args = parser.parse_args(argv)
 
     import pandas as pd
@@ -46,6 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         result = stages.filtering_stage(cfg)
         print(result.comparison.to_string(index=False))
         print(f"partition saved to {stages.partition_path(cfg)}")
+    elif args.stage == "pretrain":
+        result = stages.pretrain_stage(cfg, force=args.force)
+        print(result.summary.round(4).to_string(index=False))
+        for run in result.runs:
+            print(f"seed {run.seed}: {run.out_dir / 'encoder.pt'}")
     return 0
 
 

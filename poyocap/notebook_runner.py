@@ -48,7 +48,8 @@ def failing_cell(nb_path: Path) -> str:
     return "(no cell error recorded)"
 
 
-def run(scale: str, source: str | None, seeds: str | None, only: list[str] | None) -> int:
+def run(scale: str, source: str | None, seeds: str | None, only: list[str] | None,
+        partition: str | None = None) -> int:
     import jupytext
     import papermill
 
@@ -62,6 +63,8 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
         params["source"] = source
     if seeds:
         params["seeds"] = seeds
+    if partition:
+        params["partition"] = partition
     sources = notebook_sources(only)
     if not sources:
         raise SystemExit("no notebooks found in notebooks/")
@@ -95,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", choices=SOURCES, default=None, help="default: the scale's (synthetic, paper: allen)")
     p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2 (default: the scale's)")
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01 or 00,02")
+    p.add_argument("--partition", choices=("computed", "paper"), default=None,
+                   help="computed (knee detection, default) or paper (the authors' four predictable lines)")
     args = p.parse_args(argv)
     if args.seeds:
         try:
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             p.error("--seeds must be comma-separated integers, e.g. 0,1,2")
     only = args.only.split(",") if args.only else None
-    return run(args.scale, args.source, args.seeds, only)
+    return run(args.scale, args.source, args.seeds, only, args.partition)
 
 
 if __name__ == "__main__":

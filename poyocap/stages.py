@@ -323,8 +323,10 @@ def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, p
             history = pd.read_csv(out / "metrics.csv")
         else:
             settings = settings_from(cfg.pretrain, snapshot_every=cfg.pretrain.snapshot_every)
+            # resume=True: an interrupted run of the same config (same directory) continues where it stopped
             result = train(task, data["train"], settings, seed=seed, out_dir=out, device="cpu" if cfg.scale != "paper"
-                           else None, config=cfg.to_dict(), progress=progress, desc=f"pretrain seed {seed}")
+                           else None, config=cfg.to_dict(), progress=progress, desc=f"pretrain seed {seed}",
+                           resume=not force)
             history = result.history
             task = result.task.cpu()
         evaluation = evaluate_pretraining(cfg, task, data, seed) if not cached else json.loads(

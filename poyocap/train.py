@@ -159,7 +159,9 @@ def train(
     task.to(device)
     model: nn.Module = task
     if world > 1:
-        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None)
+        # find_unused_parameters: e.g. the CE head gets no gradient in a batch without grating windows
+        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None,
+                                                    find_unused_parameters=True)
     groups = task.param_groups(settings.lr) if hasattr(task, "param_groups") else [
         {"params": [p for p in task.parameters() if p.requires_grad]}]
     opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
