@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -35,9 +36,9 @@ def make_batch(b: int, n_frames: int, n_units: int, vocab: int, device: torch.de
 
 
 class OursWithHead(torch.nn.Module):
-    def __init__(self, cfg: EncoderConfig, vocab: int) -> None:
+    def __init__(self, cfg: EncoderConfig, vocab: int, path: str = "grid") -> None:
         super().__init__()
-        self.encoder = CalciumEncoder(cfg, vocab)
+        self.encoder = CalciumEncoder(replace(cfg, cross_attention=path), vocab)
         self.head = torch.nn.Linear(cfg.dim, 8)
 
     def forward(self, batch):  # noqa: ANN001, ANN201
@@ -135,14 +136,15 @@ def main() -> None:
     window_s = args.frames / 30.0
     torch.manual_seed(0)
     rows = []
-    models = [("poyocap CalciumEncoder", OursWithHead(cfg, vocab)),
-              ("torch_brain CalciumPOYOPlus", TorchBrainWithLoss(cfg, vocab, window_s))]
+    models = [("poyocap CalciumEncoder [grid]", OursWithHead(cfg, vocab, "grid")),
+              ("torch_brain CalciumPOYOPlus", TorchBrainWithLoss(cfg, vocab, window_s)),
+              ("poyocap CalciumEncoder [tokens]", OursWithHead(cfg, vocab, "tokens"))]
     for name, model in models:
         model.to(device).train()
         dt, flops = bench(model, batch, args.steps, device, amp)
         rows.append((name, args.batch / dt, dt, flops / dt / 1e9, flops / 1e9))
     if args.compile:
-        for name, model in models:
+        for name, model in models[:2]:
             t0 = time.perf_counter()
             compiled = torch.compile(model)
             bench(compiled, batch, 1, device, amp)  # compile (not timed below)
@@ -154,13 +156,15 @@ def main() -> None:
           f" amp_bf16={amp} dim={args.dim} depth={args.depth} heads={args.cross_heads}/{args.self_heads}"
           f" latents={args.latents_per_step * int(round(window_s / args.latent_step))} tokens={args.frames}x{args.units}"
           f" batch={args.batch}")
-    print(f"{'model':30s} {'samples/s':>10s} {'s/step':>8s} {'GFLOP/s':>8s} {'GFLOP/step':>10s}")
+    print(f"{'model':42s} {'samples/s':>10s} {'s/step':>8s} {'GFLOP/s':>9s} {'GFLOP/step':>10s}")
     for name, sps, dt, gfs, gf in rows:
-        print(f"{name:30s} {sps:10.1f} {dt:8.4f} {gfs:8.1f} {gf:10.2f}")
-    print(f"ratio poyocap / torch_brain (samples/s): {rows[0][1] / rows[1][1]:.2f}x")
-    if len(rows) == 4:
-        print(f"ratio compiled poyocap / compiled torch_brain: {rows[2][1] / rows[3][1]:.2f}x; "
-              f"compiled poyocap / eager torch_brain: {rows[2][1] / rows[1][1]:.2f}x")
+        print(f"{name:42s} {sps:10.1f} {dt:8.4f} {gfs:9.1f} {gf:10.2f}")
+    tb = rows[1][1]
+    print(f"ratio poyocap [grid] / torch_brain: {rows[0][1] / tb:.2f}x; "
+          f"poyocap [tokens] / torch_brain: {rows[2][1] / tb:.2f}x")
+    if len(rows) == 5:
+        print(f"ratio compiled poyocap [grid] / compiled torch_brain: {rows[3][1] / rows[4][1]:.2f}x; "
+              f"compiled poyocap [grid] / eager torch_brain: {rows[3][1] / tb:.2f}x")
 
 
 if __name__ == "__main__":

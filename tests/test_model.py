@@ -48,6 +48,19 @@ def test_grid_attention_equals_naive_tokens_and_ignores_padding():
     assert z_l.shape == z1.shape and torch.isfinite(z_l).all()
 
 
+def test_cross_attention_paths_follow_config():
+    torch.manual_seed(0)
+    grid = CalciumEncoder(replace(ENC, cross_attention="grid"), 40).double().eval()
+    tokens = CalciumEncoder(replace(ENC, cross_attention="tokens"), 40).double().eval()
+    tokens.load_state_dict(grid.state_dict())
+    batch = make_batch()
+    batch["values"], batch["times"] = batch["values"].double(), batch["times"].double()
+    assert grid.use_grid(torch.device("cpu")) and not tokens.use_grid(torch.device("cpu"))
+    auto = CalciumEncoder(ENC, 40)
+    assert auto.use_grid(torch.device("cpu")) and not auto.use_grid(torch.device("cuda"))
+    assert torch.allclose(grid(batch)[1], tokens(batch)[1], atol=1e-10)
+
+
 def test_latent_times_spread_over_window():
     enc = CalciumEncoder(ENC, 5)
     t = enc.latent_times(1.0, 2, torch.device("cpu"))

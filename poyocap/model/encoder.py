@@ -253,8 +253,14 @@ class CalciumEncoder(nn.Module):
         centres = (torch.arange(n_steps, device=device, dtype=torch.float32) + 0.5) * (window_s / n_steps)
         return centres.repeat_interleave(self.cfg.latents_per_step)[None].expand(batch, -1)
 
-    def encode(self, batch: dict[str, Tensor], reference: bool = False) -> tuple[Tensor, Tensor]:
-        """Token grid -> Z_1 ``(B, L, D)`` and latent times ``(B, L)``.
+    def use_grid(self, device: torch.device) -> bool:
+        """Which cross-attention path runs (``EncoderConfig.cross_attention``; both are exact)."""
+        mode = getattr(self.cfg, "cross_attention", "auto")
+        return mode == "grid" or (mode == "auto" and device.type != "cuda")
+
+    def encode(self, batch: dict[str, Tensor], reference: bool | None = None) -> tuple[Tensor, Tensor]:
+        """Token grid -> Z_1 ``(B, L, D)`` and latent times ``(B, L)``. ``reference=True`` forces the
+        materialised-token path, ``False`` the grid path, ``None`` follows the config.
 
         ``batch``: values (B, T, U), unit_index (B, U), times (B, T) frame times from the window start,
         mask (B, T, U), window_s (B,) - as :func:`poyocap.data.windows.collate` makes them.
@@ -267,6 +273,8 @@ class CalciumEncoder(nn.Module):
         latents = self.latent_emb.repeat(n_steps, 1)[None].expand(b, -1, -1)
         uniq, pos = torch.unique(units, return_inverse=True)  # embed each unit once per batch
         table = self.unit_emb(uniq)
+        if reference is None:
+            reference = not self.use_grid(values.device)
         f = self.cross.forward_reference if reference else self.cross.forward
         z1 = f(latents, lat_t, values, pos, table, times, mask, self.cross_rot)
         return z1, lat_t
