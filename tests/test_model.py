@@ -58,6 +58,8 @@ def test_cross_attention_paths_follow_config():
     assert grid.use_grid(torch.device("cpu")) and not tokens.use_grid(torch.device("cpu"))
     auto = CalciumEncoder(ENC, 40)
     assert auto.use_grid(torch.device("cpu")) and not auto.use_grid(torch.device("cuda"))
+    wide = CalciumEncoder(replace(ENC, dim=512, cross_heads=2, self_heads=8), 4)
+    assert wide.use_grid(torch.device("cuda"))
     assert torch.allclose(grid(batch)[1], tokens(batch)[1], atol=1e-10)
 
 

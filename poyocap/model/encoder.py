@@ -256,7 +256,9 @@ class CalciumEncoder(nn.Module):
     def use_grid(self, device: torch.device) -> bool:
         """Which cross-attention path runs (``EncoderConfig.cross_attention``; both are exact)."""
         mode = getattr(self.cfg, "cross_attention", "auto")
-        return mode == "grid" or (mode == "auto" and device.type != "cuda")
+        if mode == "auto":
+            return device.type != "cuda" or self.cfg.dim > 256
+        return mode == "grid"
 
     def encode(self, batch: dict[str, Tensor], reference: bool | None = None) -> tuple[Tensor, Tensor]:
         """Token grid -> Z_1 ``(B, L, D)`` and latent times ``(B, L)``. ``reference=True`` forces the
