@@ -122,9 +122,9 @@ class PretrainConfig:
 
 @dataclass(frozen=True)
 class FinetuneConfig:
-    """Downstream fine-tuning (movie frames, grating directions)."""
+    """Downstream fine-tuning (movie frames, grating directions). Scratch baselines get ``steps + pretrain.steps``."""
 
-    steps: int = 300
+    steps: int = 100
     batch_size: int = 32
     lr: float = 1e-3
     encoder_lr_scale: float = 1.0
@@ -133,6 +133,8 @@ class FinetuneConfig:
     warmup_steps: int = 30
     grad_clip: float = 1.0
     eval_every: int = 50
+    unet_channels: int = 32  # channels of the U-Net's 2 x 4 start map (halved per stage)
+    max_eval_windows: int = 3000  # test/val sets are subsampled evenly to at most this many windows
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,7 @@ class EvalConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     ci_level: float = 0.95
     n_bootstrap: int = 1000
+    frame_id_k: int = 30  # frame identification "within +-k frames" (POYO+: +-30 of 900)
 
 
 @dataclass(frozen=True)
@@ -254,8 +257,8 @@ def smoke() -> Config:
         filtering=replace(base.filtering, n_bootstrap=50),
         encoder=replace(base.encoder, dim=32, depth=1, self_heads=2),
         pretrain=replace(base.pretrain, steps=20, batch_size=16, warmup_steps=2, snapshot_every=10),
-        finetune=replace(base.finetune, steps=20, batch_size=16, warmup_steps=2, eval_every=10),
-        eval=replace(base.eval, seeds=(0, 1), n_bootstrap=200),
+        finetune=replace(base.finetune, steps=20, batch_size=16, warmup_steps=2, eval_every=10, unet_channels=16),
+        eval=replace(base.eval, seeds=(0, 1), n_bootstrap=200, frame_id_k=10),
     )
 
 
@@ -282,6 +285,7 @@ def paper() -> Config:
             dim=1024, depth=6, cross_heads=2, self_heads=8, latents_per_step=16, latent_step_s=0.125, dropout=0.2,
         ),
         pretrain=replace(base.pretrain, steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000, snapshot_every=1000),
-        finetune=replace(base.finetune, steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000, eval_every=1000),
+        finetune=replace(base.finetune, steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000, eval_every=1000,
+                         unet_channels=128),
         eval=replace(base.eval, n_bootstrap=10_000),
     )

@@ -92,3 +92,87 @@ def masked_reconstruction(task: TwinMaskedPretrainer, dataset: Dataset, batch_si
         stds.append(float(latent_std(v["z_l"])))
     return {"masked_l1": err / max(n, 1), "copy_last_l1": base / max(n, 1),
             "aux_acc": correct / n_lab if n_lab else float("nan"), "std_zl": float(np.mean(stds))}
+
+
+# ------------------------------------------------------------------------------------------- movie metrics
+def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Headline SSIM per frame: frames in [0, 1], data_range 1, Gaussian window 11, sigma 1.5. ``(N, H, W)`` -> (N,)."""
+    from pytorch_msssim import ssim
+
+    return ssim(pred[:, None].float(), target[:, None].float(), data_range=1.0, size_average=False, win_size=11,
+                win_sigma=1.5).cpu().numpy()
+
+
+def ssim_torchmetrics(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """The authors' variant: torchmetrics ``StructuralSimilarityIndexMeasure()`` with its defaults on 0-255 images
+    (data range inferred from the data), averaged over the frames."""
+    from torchmetrics.image import StructuralSimilarityIndexMeasure
+
+    metric = StructuralSimilarityIndexMeasure()
+    return float(metric((pred[:, None].float() * 255).round(), (target[:, None].float() * 255).round()))
+
+
+def pixel_correlation(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Pearson correlation of pixels per frame, ``(N, H, W)`` -> (N,)."""
+    p = pred.reshape(len(pred), -1).double()
+    t = target.reshape(len(target), -1).double()
+    p = p - p.mean(1, keepdim=True)
+    t = t - t.mean(1, keepdim=True)
+    return ((p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1) + 1e-12)).cpu().numpy()
+
+
+def frame_identification(pred: torch.Tensor, frame_index: np.ndarray, candidates: np.ndarray,
+                         candidate_frames: torch.Tensor, k: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Is each reconstruction closest (pixel correlation) to its own frame among the candidate frames?
+
+    Args:
+        pred: reconstructions (N, H, W); frame_index: their true frame ids (N,);
+        candidates: candidate frame ids (F,); candidate_frames: those frames (F, H, W).
+    Returns per item: exact hit (bool), hit within +-k frames (bool) - as CEBRA / POYO+ report decoding.
+    """
+    p = pred.reshape(len(pred), -1).double()
+    c = candidate_frames.reshape(len(candidate_frames), -1).double()
+    p = (p - p.mean(1, keepdim=True)) / (p.std(1, keepdim=True) + 1e-12)
+    c = (c - c.mean(1, keepdim=True)) / (c.std(1, keepdim=True) + 1e-12)
+    best = np.asarray(candidates)[(p @ c.T).argmax(1).cpu().numpy()]
+    return best == frame_index, np.abs(best - frame_index) <= k
+
+
+def confusion_matrix(pred: np.ndarray, true: np.ndarray, n: int = 8) -> np.ndarray:
+    """Counts ``(n, n)``: rows true class, columns predicted."""
+    m = np.zeros((n, n), dtype=np.int64)
+    np.add.at(m, (true, pred), 1)
+    return m
+
+
+# --------------------------------------------------------------------------------------- across-seed stats
+def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
+    """Mean and the half-width of its Student-t confidence interval (0 for a single value)."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()), 0.0
+    return float(v.mean()), float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+
+
+def paired_t(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided paired t-test p-value (NaN with fewer than 2 pairs or zero variance)."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if len(a) < 2 or np.allclose(a - b, (a - b)[0]):
+        return float("nan")
+    return float(stats.ttest_rel(a, b).pvalue)
+
+
+def paired_bootstrap(a: np.ndarray, b: np.ndarray, n_boot: int = 1000, seed: int = 0,
+                     level: float = 0.95) -> dict[str, float]:
+    """Paired bootstrap over test items of mean(a - b): the difference, its CI, and a two-sided p-value."""
+    rng = np.random.default_rng(seed)
+    d = np.asarray(a, float) - np.asarray(b, float)
+    idx = rng.integers(0, len(d), size=(n_boot, len(d)))
+    boots = d[idx].mean(1)
+    lo, hi = np.quantile(boots, [(1 - level) / 2, (1 + level) / 2])
+    p = 2 * min((boots <= 0).mean(), (boots >= 0).mean())
+    return {"diff": float(d.mean()), "ci_low": float(lo), "ci_high": float(hi), "p": float(min(1.0, p))}

@@ -276,3 +276,69 @@ def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:
     fig.tight_layout()
     synthetic_label(fig, source)
     return fig
+
+
+def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n: int = 6) -> plt.Figure:  # noqa: F821
+    """True test frames (top row) and each method's reconstruction of the same windows (first seed)."""
+    import numpy as np
+
+    idx = np.linspace(0, len(targets) - 1, n).astype(int)
+    rows = ["true"] + list(examples)
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.0 * len(rows) + 0.3))
+    for r, name in enumerate(rows):
+        imgs = targets if name == "true" else examples[name]
+        for c, i in enumerate(idx):
+            ax = axes[r, c]
+            ax.imshow(imgs[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
+    fig.suptitle("Test frames and reconstructions (first seed)")
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_learning_curves(histories: dict, source: str, metric_label: str) -> plt.Figure:
+    """Validation score over steps, per method (all seeds), with the training loss beside it."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    colors: dict[str, str] = {}
+    for (method, seed), h in histories.items():
+        color = colors.setdefault(method, f"C{len(colors)}")
+        ev = h[h["kind"] == "eval"]
+        tr = h[h["kind"] == "train"]
+        label = method if seed == min(s for m, s in histories if m == method) else None
+        axes[0].plot(tr["step"], tr["loss"].rolling(10, min_periods=1).mean(), color=color, lw=0.8, label=label)
+        axes[1].plot(ev["step"], ev["val_score"], "o-", color=color, lw=0.8, ms=2, label=label)
+    axes[0].set_title("training loss")
+    axes[1].set_title(f"validation {metric_label} (model selection)")
+    for ax in axes:
+        ax.set_xlabel("step")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_confusion(confusion: dict, source: str) -> plt.Figure:
+    """Direction confusion matrices (rows: true, columns: predicted; summed over seeds), one per method."""
+    import numpy as np
+
+    names = list(confusion)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3))
+    axes = np.atleast_1d(axes)
+    ticks = [f"{d}" for d in range(0, 360, 45)]
+    for ax, name in zip(axes, names):
+        m = confusion[name].astype(float)
+        m = m / np.maximum(m.sum(1, keepdims=True), 1)
+        ax.imshow(m, vmin=0, vmax=1, cmap="viridis")
+        ax.set_title(name, fontsize=8)
+        ax.set_xticks(range(8))
+        ax.set_xticklabels(ticks, rotation=90, fontsize=6)
+        ax.set_yticks(range(8))
+        ax.set_yticklabels(ticks, fontsize=6)
+        ax.set_xlabel("predicted direction")
+    axes[0].set_ylabel("true direction")
+    fig.tight_layout()
+    synthetic_label(fig, source)
+    return fig

@@ -350,3 +350,320 @@ def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, p
              f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
     pool = pd.DataFrame(pools.summary(recordings))
     return PretrainStage(runs, summary, pool, len(vocab))
+
+
+# ------------------------------------------------------------------------------------------ 04-05 fine-tuning
+#: method -> (pretraining data, fine-tuning data) as the main table names them
+METHODS = {
+    "POYO-CAP": ("predictable lines", "unpredictable lines (downstream mice)"),
+    "Scratch (all lines)": ("none", "all lines (pretrain + downstream mice)"),
+    "Scratch (downstream)": ("none", "unpredictable lines (downstream mice)"),
+}
+PAPER_MAIN = {"POYO-CAP": {"ssim": 0.593, "acc": 0.555}, "Scratch (all lines)": {"ssim": 0.528, "acc": 0.492}}
+FINETUNE_ARTIFACT_VERSION = 1
+
+
+@dataclass
+class FinetuneStage:
+    task: str  # "movie" | "gratings"
+    per_seed: pd.DataFrame  # one row per (method, seed): test metrics
+    items: dict  # (method, seed) -> per-test-item score array (aligned across methods)
+    histories: dict  # (method, seed) -> training history
+    examples: dict  # method -> predictions for the first test items (first seed)
+    targets: Any  # the matching true frames (movie) / all true labels (gratings)
+    confusion: dict  # method -> summed confusion matrix over seeds (gratings)
+    loss_spec: str
+    n_test: int
+
+
+def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]:
+    """Each ROI's dF/F circularly shifted by its own random offset (>= 30 s): keeps every trace's statistics,
+    destroys its alignment with the stimulus (the "time-shuffled neurons" floor)."""
+    import dataclasses
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in recordings:
+        shifts = rng.integers(900, max(901, r.n_frames - 900), size=r.n_units)
+        dff = np.stack([np.roll(r.dff[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
+        out.append(dataclasses.replace(r, dff=dff, valid=None))
+    return out
+
+
+def _windows(cfg: Config, recs: Sequence[Recording], task: str):
+    from .data.splits import build_splits
+    from .data.windows import grating_windows, movie_windows
+
+    sp = build_splits(recs, cfg.data.novel_frames_fraction)
+    if task == "movie":
+        return movie_windows(recs, sp, cfg.data.movie_window_s, cfg.data.movie_lag_s)
+    return grating_windows(recs, sp, cfg.data.pretrain_window_s)
+
+
+def _dataset(cfg: Config, recs, table, split: str, vocab, train: bool, task: str, every: int = 1):  # noqa: ANN001
+    import numpy as np
+
+    from .data.windows import WindowDataset
+
+    ds = WindowDataset(recs, table, split, vocab, cfg.data.max_units, train=train, with_images=(task == "movie"),
+                       seed=cfg.seed)
+    if every > 1:
+        ds.table = ds.table.select(np.arange(len(ds.table)) % every == 0)
+    return ds
+
+
+def _subsampled(ds: Any, max_windows: int) -> Any:
+    """Keep every k-th window so that at most ``max_windows`` remain (same windows for every method)."""
+    import numpy as np
+
+    if max_windows > 0 and len(ds) > max_windows:
+        every = int(np.ceil(len(ds) / max_windows))
+        ds.table = ds.table.select(np.arange(len(ds.table)) % every == 0)
+    return ds
+
+
+def _predict(model: Any, dataset: Any, task: str, batch_size: int = 128):
+    import torch
+
+    from .train import eval_batches
+
+    model.eval()
+    preds, targets = [], []
+    with torch.no_grad():
+        for batch in eval_batches(dataset, batch_size):
+            out = model.predict(batch)
+            preds.append(out if task == "movie" else out.argmax(-1))
+            targets.append(batch["image"] if task == "movie" else batch["direction"])
+    model.train()
+    return torch.cat(preds), torch.cat(targets)
+
+
+def _score_items(task: str, pred: Any, target: Any):
+    """Per-item headline score: SSIM per frame (movie) or correct (gratings)."""
+    from .evaluate import ssim_per_frame
+
+    if task == "movie":
+        return ssim_per_frame(pred, target)
+    return (pred == target).cpu().numpy().astype(float)
+
+
+def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | None = None, progress: bool = True,
+                   force: bool = False, floors: bool = True) -> FinetuneStage:
+    """POYO-CAP vs scratch (all lines; downstream only), every seed, on the downstream pool's test windows.
+
+    Budget: scratch runs get the pretraining's steps added (``finetune.steps + pretrain.steps``); every run keeps
+    the checkpoint with the best validation score. Movie floors: the mean training frame, and a POYO-CAP model
+    fed time-shuffled neurons (first seed only). Runs are cached per config/method/seed.
+    """
+    import hashlib
+    import json
+
+    import numpy as np
+    import torch
+
+    from .data.splits import make_pools
+    from .data.windows import UnitVocab
+    from .evaluate import (confusion_matrix, frame_identification, pixel_correlation, ssim_per_frame,
+                           ssim_torchmetrics)
+    from .finetune import load_pretrained, mean_frame
+    from .losses import MovieLoss, load_lpips
+    from .model.encoder import CalciumEncoder
+    from .train import TrainSettings, train
+
+    if task not in ("movie", "gratings"):
+        raise ValueError("task must be 'movie' or 'gratings'")
+    if recordings is None:
+        recordings = load_recordings(cfg, progress=progress)
+    partition = load_partition(cfg)
+    pools = make_pools(recordings, partition.predictable_lines)
+    down = [r for r in recordings if r.session_id in pools.downstream]
+    pre = [r for r in recordings if r.session_id in pools.pretrain]
+    if not down:
+        raise ValueError("the downstream pool is empty")
+    perceptual = load_lpips() if task == "movie" else None
+    loss = MovieLoss(perceptual) if task == "movie" else None
+    loss_spec = loss.spec if loss is not None else "cross-entropy (8 directions)"
+    pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
+    d = cfg.to_dict()
+    key = json.dumps({k: d[k] for k in ("data", "encoder", "pretrain", "finetune")} | {
+        "lines": list(partition.predictable_lines), "task": task, "loss": loss_spec,
+        "version": FINETUNE_ARTIFACT_VERSION}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    root = paths.artifacts_dir(cfg.scale, f"finetune_{task}")
+    down_table = _windows(cfg, down, task)
+    build, kw = _decoder(task, cfg, loss)
+    fc = cfg.finetune
+    rows, items, histories, examples, confusion = [], {}, {}, {}, {}
+    targets_out: Any = None
+
+    def run(method: str, seed: int, train_recs, vocab_init) -> tuple[dict, Any, Any]:  # noqa: ANN001
+        out = root / f"{digest}-{method.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
+        seed_everything(seed)
+        if vocab_init == "pretrained":
+            enc_path = next(r.out_dir for r in pretrain.runs if r.seed == seed) / "encoder.pt"
+            model, vocab, _ = load_pretrained(enc_path, cfg, [u for r in train_recs for u in r.unit_ids], build, **kw)
+            steps = fc.steps
+        else:
+            vocab = UnitVocab([u for r in train_recs for u in r.unit_ids])
+            model = build(CalciumEncoder(cfg.encoder, len(vocab)), **kw)
+            steps = fc.steps + cfg.pretrain.steps  # scratch gets the pretraining's budget too
+        eval_recs = down if method != "Time-shuffled neurons" else train_recs
+        train_ds = _dataset(cfg, train_recs, _windows(cfg, train_recs, task), "train", vocab, True, task)
+        test_tab = down_table if method != "Time-shuffled neurons" else _windows(cfg, eval_recs, task)
+        val_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "val", vocab, False, task), fc.max_eval_windows // 4)
+        test_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "test", vocab, False, task), fc.max_eval_windows)
+
+        def val_fn(m, step):  # noqa: ANN001, ANN202
+            p, t = _predict(m, val_ds, task)
+            return {"val_score": float(np.mean(_score_items(task, p, t)))}
+
+        settings = TrainSettings(steps=steps, batch_size=fc.batch_size, lr=fc.lr, weight_decay=fc.weight_decay,
+                                 warmup_steps=fc.warmup_steps, grad_clip=fc.grad_clip, eval_every=fc.eval_every)
+        cached = (out / "eval.npz").exists() and not force
+        if cached:
+            state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+            model.load_state_dict(state)
+            hist = pd.read_csv(out / "metrics.csv")
+        else:
+            res = train(model, train_ds, settings, seed=seed, out_dir=out, device="cpu" if cfg.scale != "paper"
+                        else None, eval_fn=val_fn, select_key="val_score", config=cfg.to_dict(), progress=progress,
+                        desc=f"{task} {method} seed {seed}", resume=not force)
+            model, hist = res.task.cpu(), res.history
+            torch.save(model.state_dict(), out / "model.pt")
+        pred, target = _predict(model, test_ds, task)
+        metrics = {"method": method, "seed": seed, "steps": steps, "n_test": len(test_ds)}
+        if task == "movie":
+            per = ssim_per_frame(pred, target)
+            metrics.update(ssim=float(per.mean()), ssim_torchmetrics=ssim_torchmetrics(pred, target),
+                           pixel_corr=float(pixel_correlation(pred, target).mean()))
+            frames = test_ds.table.frame
+            cand = np.unique(frames)
+            movie = torch.from_numpy(eval_recs[0].movie[cand].astype(np.float32) / 255.0)
+            exact, near = frame_identification(pred, frames, cand, movie, k=cfg.eval.frame_id_k)
+            metrics.update(frame_id=float(exact.mean()), frame_id_k=float(near.mean()))
+            novel_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "novel", vocab, False, task),
+                                   fc.max_eval_windows)
+            if len(novel_ds):
+                pn, tn = _predict(model, novel_ds, task)
+                metrics["ssim_novel"] = float(ssim_per_frame(pn, tn).mean())
+        else:
+            per = (pred == target).cpu().numpy().astype(float)
+            metrics["accuracy"] = float(per.mean())
+            metrics["confusion"] = confusion_matrix(pred.cpu().numpy(), target.cpu().numpy())
+        np.savez(out / "eval.npz", per_item=per)
+        metrics["_per_item"] = per
+        return metrics, (pred, target), hist
+
+    plans = [("POYO-CAP", down, "pretrained"), ("Scratch (all lines)", pre + down, "scratch"),
+             ("Scratch (downstream)", down, "scratch")]
+    for seed in cfg.eval.seeds:
+        for method, recs, init in plans:
+            metrics, (pred, target), hist = run(method, seed, recs, init)
+            if "confusion" in metrics:
+                confusion[method] = confusion.get(method, 0) + metrics.pop("confusion")
+            items[(method, seed)] = metrics.pop("_per_item")
+            rows.append(metrics)
+            histories[(method, seed)] = hist
+            if seed == cfg.eval.seeds[0]:
+                examples[method] = pred[:64] if task == "movie" else pred
+                targets_out = target[:64] if task == "movie" else target
+    if floors and task == "movie":
+        from .data.splits import SPLIT_CODE
+
+        train_frames = np.unique(down_table.frame[down_table.split == SPLIT_CODE["train"]])
+        train_ds_frames = down[0].movie[train_frames]
+        test_ref = _subsampled(_dataset(cfg, down, down_table, "test", UnitVocab([u for r in down for u in r.unit_ids]),
+                                        False, task), fc.max_eval_windows)
+        mf = torch.from_numpy(mean_frame(train_ds_frames).astype(np.float32) / 255.0)
+        _, target = _predict_targets(test_ref)
+        pred = mf[None].expand_as(target)
+        per = ssim_per_frame(pred, target)
+        rows.append({"method": "Mean-frame predictor", "seed": -1, "steps": 0, "n_test": len(test_ref),
+                     "ssim": float(per.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
+                     "pixel_corr": float("nan"), "frame_id": float("nan"), "frame_id_k": float("nan")})
+        items[("Mean-frame predictor", -1)] = per
+        shuffled = time_shuffled(down, seed=cfg.eval.seeds[0])
+        metrics, _, hist = run("Time-shuffled neurons", cfg.eval.seeds[0], shuffled, "pretrained")
+        items[("Time-shuffled neurons", cfg.eval.seeds[0])] = metrics.pop("_per_item")
+        rows.append(metrics)
+        histories[("Time-shuffled neurons", cfg.eval.seeds[0])] = hist
+    per_seed = pd.DataFrame(rows)
+    return FinetuneStage(task, per_seed, items, histories, examples, targets_out, confusion, loss_spec,
+                         int(per_seed["n_test"].iloc[0]))
+
+
+def _predict_targets(dataset: Any):
+    import torch
+
+    from .train import eval_batches
+
+    images = [b["image"] for b in eval_batches(dataset, 256)]
+    return None, torch.cat(images)
+
+
+def _decoder(task: str, cfg: Config, loss: Any):
+    from .finetune import GratingDecoder, MovieDecoder
+
+    if task == "movie":
+        return MovieDecoder, {"frame_hw": (cfg.data.frame_height, cfg.data.frame_width), "loss": loss,
+                              "channels": cfg.finetune.unet_channels,
+                              "encoder_lr_scale": cfg.finetune.encoder_lr_scale}
+    return GratingDecoder, {"encoder_lr_scale": cfg.finetune.encoder_lr_scale}
+
+
+def main_table(cfg: Config, movie: FinetuneStage | None, gratings: FinetuneStage | None) -> pd.DataFrame:
+    """The paper-format table: method, pretrain / fine-tune data, SSIM +- CI, accuracy +- CI, p-values, seeds,
+    and the paper's numbers beside ours. p-values compare each method with POYO-CAP: paired t-test over seeds,
+    and a paired bootstrap over test items (per-item scores averaged over seeds)."""
+    import numpy as np
+
+    from .evaluate import mean_ci, paired_bootstrap, paired_t
+
+    seeds = list(cfg.eval.seeds)
+    rows = []
+    names = list(METHODS) + (["Mean-frame predictor", "Time-shuffled neurons"] if movie is not None else [])
+    for name in names:
+        row: dict[str, Any] = {"method": name, "pretrain_data": METHODS.get(name, ("-", "-"))[0],
+                               "finetune_data": METHODS.get(name, ("-", "-"))[1]}
+        for stage, metric, label in ((movie, "ssim", "ssim"), (gratings, "accuracy", "acc")):
+            if stage is None:
+                continue
+            df = stage.per_seed[stage.per_seed["method"] == name].sort_values("seed")
+            if df.empty:
+                continue
+            m, ci = mean_ci(df[metric].to_numpy(), cfg.eval.ci_level)
+            row[f"{label}_mean"], row[f"{label}_ci95"] = m, ci
+            row[f"{label}_seeds"] = len(df)
+            if stage is movie:
+                for extra in ("ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k"):
+                    if extra in df:
+                        row[extra] = float(df[extra].mean())
+            ref = stage.per_seed[stage.per_seed["method"] == "POYO-CAP"].sort_values("seed")
+            if name != "POYO-CAP" and len(df) == len(ref) and len(df) > 1:
+                row[f"{label}_p_ttest_vs_poyocap"] = paired_t(ref[metric].to_numpy(), df[metric].to_numpy())
+            own = [stage.items[(name, s)] for s in df["seed"]]
+            base = [stage.items[("POYO-CAP", s)] for s in seeds if ("POYO-CAP", s) in stage.items]
+            if name != "POYO-CAP" and own and base and len(own[0]) == len(base[0]):
+                bs = paired_bootstrap(np.mean(base, 0), np.mean(own, 0), cfg.eval.n_bootstrap, seed=0,
+                                      level=cfg.eval.ci_level)
+                row[f"{label}_p_bootstrap_vs_poyocap"] = bs["p"]
+        paper = PAPER_MAIN.get(name, {})
+        row["paper_ssim"] = paper.get("ssim", float("nan"))
+        row["paper_acc"] = paper.get("acc", float("nan"))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    order = ["method", "pretrain_data", "finetune_data", "ssim_mean", "ssim_ci95", "ssim_p_ttest_vs_poyocap",
+             "ssim_p_bootstrap_vs_poyocap", "ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k",
+             "ssim_seeds", "acc_mean", "acc_ci95", "acc_p_ttest_vs_poyocap", "acc_p_bootstrap_vs_poyocap", "acc_seeds",
+             "paper_ssim", "paper_acc"]
+    table = table[[c for c in order if c in table] + [c for c in table if c not in order]]
+    loss = movie.loss_spec if movie is not None else "-"
+    header = table_header(cfg, f"seeds {seeds}; +- = 95 % Student-t CI over seeds; p: vs POYO-CAP (paired t over "
+                               f"seeds; paired bootstrap over test items, {cfg.eval.n_bootstrap} resamples); movie loss: "
+                               f"{loss}; SSIM: [0, 1] frames, data_range 1, Gaussian 11/1.5 ({cfg.data.frame_height}x"
+                               f"{cfg.data.frame_width}, not comparable with the paper's 128x256); paper columns: real "
+                               "Allen data (reference, not a target)")
+    save_table(table, paths.results_dir(cfg.scale) / "main_results", header)
+    return table

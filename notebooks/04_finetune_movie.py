@@ -1,0 +1,65 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: poyocap (.venv)
+#     language: python
+#     name: poyocap
+# ---
+
+# %% [markdown]
+# # 04 - Fine-tuning on the unpredictable lines: natural-movie frame reconstruction
+#
+# The pretrained encoder (notebook 03) is loaded with `strict=False` (exactly the readout's weights are new),
+# the downstream pool's units get fresh embeddings, and encoder + POYO+ query readout + latent-injection U-Net are
+# trained on the downstream mice's training repeats (0-7) with `50 focal + 50 L1 + 50 FFT + perceptual +
+# 0.1 (1 - SSIM)`; the best checkpoint on repeat 8 is tested on repeat 9 and on the *novel frames* block that no
+# training window saw. Baselines get the same architecture from random init and the pretraining's steps added to
+# their budget: **Scratch (all lines)** (the paper's baseline) and **Scratch (downstream)**. Floors: the mean
+# training frame, and POYO-CAP fed time-shuffled neurons (first seed). The main table is written by notebook 05.
+
+# %% tags=["parameters"]
+scale = "demo"
+source = None
+seeds = None
+partition = "computed"
+
+# %%
+import pandas as pd
+
+from poyocap import paths, plotting, stages
+
+pd.set_option("display.width", 200)
+cfg = stages.make_config(scale, source, seeds, partition=partition)
+f = cfg.finetune
+print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)}; frames "
+      f"{cfg.data.frame_height}x{cfg.data.frame_width}; window {cfg.data.movie_window_s} s ending "
+      f"{cfg.data.movie_lag_s} s after the frame; POYO-CAP {f.steps} steps, scratch {f.steps + cfg.pretrain.steps}")
+
+# %%
+# NBVAL_IGNORE_OUTPUT
+# (progress bars, a warning when lpips is not installed) trains or reuses every (method, seed) run
+result = stages.finetune_stage(cfg, "movie")
+print("movie loss:", result.loss_spec)
+
+# %% [markdown]
+# ## Test metrics per method and seed
+# `ssim`: headline SSIM (frames in [0, 1], data_range 1, Gaussian 11 / 1.5) on repeat 9; `ssim_torchmetrics`: the
+# authors' variant (torchmetrics defaults on 0-255 frames); `frame_id`: the reconstruction is closest to its own
+# frame among the test frames (`frame_id_k`: within +-k frames); `ssim_novel`: the held-out block of frames.
+
+# %%
+cols = [c for c in ["method", "seed", "steps", "n_test", "ssim", "ssim_torchmetrics", "pixel_corr", "frame_id",
+                    "frame_id_k", "ssim_novel"] if c in result.per_seed]
+result.per_seed[cols].round(3)
+
+# %%
+fig = plotting.plot_reconstructions(result.examples, result.targets, cfg.data.source)
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "04_reconstructions")
+
+# %%
+fig = plotting.plot_learning_curves(result.histories, cfg.data.source, "SSIM")
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "04_learning_curves")

@@ -1,0 +1,101 @@
+"""Fine-tuning tasks: encoder + readout + loss, as ``forward(batch) -> (loss, metrics)`` for the shared loop.
+
+- :class:`MovieDecoder`: encoder -> query readout at the decoded frame's time -> :class:`MovieUNet` -> frame;
+  loss :class:`poyocap.losses.MovieLoss`.
+- :class:`GratingDecoder`: encoder -> query readout at the window centre -> 8 directions; cross-entropy.
+
+:func:`load_pretrained` builds either from a pretraining checkpoint the MAE way: the checkpoint holds encoder
+weights only, the model is loaded with ``strict=False`` and we assert that exactly the readout's keys are missing
+(nothing else, nothing unexpected); then the downstream units are registered with fresh embeddings.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .data.windows import UnitVocab
+from .losses import MovieLoss, grating_loss
+from .model.encoder import CalciumEncoder
+from .model.readouts import GratingReadout, MovieUNet, QueryReadout
+
+
+class MovieDecoder(nn.Module):
+    """Neural window -> movie frame in [0, 1]."""
+
+    def __init__(self, encoder: CalciumEncoder, frame_hw: tuple[int, int], loss: MovieLoss, channels: int = 64,
+                 inject: bool = True, encoder_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.readout = QueryReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads)
+        self.unet = MovieUNet(encoder.cfg.dim, frame_hw, channels=channels, inject=inject)
+        self.loss = loss
+        self.encoder_lr_scale = encoder_lr_scale
+
+    def predict(self, batch: dict[str, Tensor]) -> Tensor:
+        _, z_l, lat_t = self.encoder(batch)
+        vec = self.readout(z_l, lat_t, batch["frame_time"][:, None])[:, 0]
+        return self.unet(vec)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        return self.loss(self.predict(batch), batch["image"])
+
+    def param_groups(self, lr: float) -> list[dict]:
+        enc = [p for p in self.encoder.parameters() if p.requires_grad]
+        rest = [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        return [{"params": enc, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr}]
+
+
+class GratingDecoder(nn.Module):
+    """Neural window at a grating trial -> 8 direction logits."""
+
+    def __init__(self, encoder: CalciumEncoder, encoder_lr_scale: float = 1.0) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.readout = GratingReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads)
+        self.encoder_lr_scale = encoder_lr_scale
+
+    def predict(self, batch: dict[str, Tensor]) -> Tensor:
+        _, z_l, lat_t = self.encoder(batch)
+        return self.readout(z_l, lat_t, batch["window_s"] / 2)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = self.predict(batch)
+        loss = grating_loss(logits, batch["direction"])
+        return loss, {"acc": float((logits.argmax(-1) == batch["direction"]).float().mean())}
+
+    param_groups = MovieDecoder.param_groups
+
+
+def load_pretrained(path: str | Path, cfg: Config, new_unit_ids: Sequence[str],
+                    build: type[nn.Module], **build_kwargs) -> tuple[nn.Module, UnitVocab, list[str]]:
+    """Model ``build(encoder, **build_kwargs)`` initialised from a pretraining checkpoint.
+
+    Returns ``(model, vocab, missing_keys)``; raises ``RuntimeError`` if any encoder weight is missing or any key is
+    unexpected. ``new_unit_ids`` (downstream units) are appended to the vocabulary with fresh embeddings.
+    """
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    vocab = UnitVocab(saved["vocab"])
+    model = build(CalciumEncoder(cfg.encoder, len(vocab)), **build_kwargs)
+    state = {f"encoder.{k}": v for k, v in saved["encoder"].items()}
+    result = model.load_state_dict(state, strict=False)
+    readout_keys = sorted(k for k in model.state_dict() if not k.startswith("encoder.") and not k.startswith("loss."))
+    missing = sorted(k for k in result.missing_keys if not k.startswith("loss."))
+    if result.unexpected_keys or missing != readout_keys:
+        raise RuntimeError(f"pretrained checkpoint does not fit: unexpected {result.unexpected_keys}, missing "
+                           f"{sorted(set(missing) - set(readout_keys))}")
+    n_before = len(vocab)
+    vocab.extend(list(new_unit_ids))
+    if len(vocab) > n_before:
+        model.encoder.register_units(len(vocab) - n_before)
+    return model, vocab, missing
+
+
+def mean_frame(images: np.ndarray) -> np.ndarray:
+    """The mean-frame floor: the average training frame (H, W)."""
+    return images.astype(np.float64).mean(axis=0)

@@ -1,0 +1,126 @@
+"""Movie reconstruction losses with the paper's weights.
+
+    L_movie = 50 focal + 50 L1 + 50 FFT + perceptual + 0.1 (1 - SSIM)
+
+All terms take ``pred, target: (B, H, W)`` in [0, 1] and return a scalar (mean over the batch):
+
+- ``l1``: mean |pred - target|.
+- ``focal``: an error-weighted L1 that focuses on hard pixels: w = (|e| / mean|e|)^gamma (gamma = 1, weights
+  detached so they only re-weight), loss = mean(w |e|). Equals L1 when all errors are equal.
+- ``fft``: L1 between the 2-D FFT magnitudes (orthonormal FFT, so it is on the pixels' scale).
+- ``ssim``: 1 - SSIM (Gaussian window 11, sigma 1.5, data_range 1; ``pytorch_msssim``).
+- ``perceptual``: LPIPS (``lpips`` package, AlexNet) when it and its weights are available (the optional
+  ``requirements-perceptual.txt``); otherwise the term is off, with one warning, and :func:`movie_loss_spec`
+  records it so every results table can say which loss was used. :class:`Perceptual` also accepts any backbone
+  returning a list of feature maps (the tests use a small stub).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+WEIGHTS = {"focal": 50.0, "l1": 50.0, "fft": 50.0, "perceptual": 1.0, "ssim": 0.1}
+
+
+def l1(pred: Tensor, target: Tensor) -> Tensor:
+    return (pred - target).abs().mean()
+
+
+def focal(pred: Tensor, target: Tensor, gamma: float = 1.0) -> Tensor:
+    err = (pred - target).abs()
+    w = (err / (err.mean() + 1e-8)).detach() ** gamma
+    return (w * err).mean()
+
+
+def fft(pred: Tensor, target: Tensor) -> Tensor:
+    return (torch.fft.fft2(pred.float(), norm="ortho").abs() - torch.fft.fft2(target.float(), norm="ortho").abs()
+            ).abs().mean()
+
+
+def ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
+    from pytorch_msssim import ssim
+
+    return 1.0 - ssim(pred[:, None].float(), target[:, None].float(), data_range=1.0, size_average=True,
+                      win_size=11, win_sigma=1.5)
+
+
+class Perceptual(nn.Module):
+    """LPIPS-style distance: unit-normalise each feature map over channels, squared difference, spatial and
+    channel mean, summed over layers. ``backbone(x (B, 3, H, W) in [-1, 1]) -> list[(B, C, h, w)]``."""
+
+    def __init__(self, backbone: Callable[[Tensor], list[Tensor]]) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, pred: Tensor, target: Tensor) -> Tensor:
+        x = torch.cat([pred, target])[:, None].expand(-1, 3, -1, -1) * 2 - 1
+        feats = self.backbone(x)
+        total = pred.new_zeros(())
+        for f in feats:
+            f = f / (f.norm(dim=1, keepdim=True) + 1e-10)
+            a, b = f.chunk(2)
+            total = total + ((a - b) ** 2).sum(1).mean()
+        return total
+
+
+_WARNED = False
+
+
+def load_lpips() -> nn.Module | None:
+    """``lpips.LPIPS(net="alex")`` if the package and its weights load, else None with one clear warning."""
+    global _WARNED
+    try:
+        import lpips  # noqa: F401  (optional: requirements-perceptual.txt)
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = lpips.LPIPS(net="alex", verbose=False)
+        return model.eval().requires_grad_(False)
+    except Exception as err:  # noqa: BLE001 - ImportError, missing torchvision, no weights offline
+        if not _WARNED:
+            warnings.warn(f"perceptual (LPIPS) term is OFF: {type(err).__name__}: {err}. Install "
+                          "requirements-perceptual.txt on a machine whose torchvision matches torch.", stacklevel=2)
+            _WARNED = True
+        return None
+
+
+class MovieLoss(nn.Module):
+    """The weighted movie loss. ``forward`` returns ``(loss, {term: value})``."""
+
+    def __init__(self, perceptual: nn.Module | None = None, weights: dict[str, float] | None = None) -> None:
+        super().__init__()
+        self.weights = dict(WEIGHTS if weights is None else weights)
+        self.perceptual = perceptual
+        if perceptual is None:
+            self.weights["perceptual"] = 0.0
+
+    @property
+    def spec(self) -> str:
+        """Which terms are on, e.g. ``50 focal + 50 L1 + 50 FFT + 0.1 (1-SSIM) [no perceptual: lpips unavailable]``."""
+        return movie_loss_spec(self.perceptual is not None)
+
+    def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
+        terms = {"focal": focal(pred, target), "l1": l1(pred, target), "fft": fft(pred, target),
+                 "ssim": ssim_loss(pred, target)}
+        if isinstance(self.perceptual, Perceptual):
+            terms["perceptual"] = self.perceptual(pred, target)
+        elif self.perceptual is not None:  # lpips.LPIPS: 3-channel images in [-1, 1]
+            rgb = lambda x: x[:, None].expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731
+            terms["perceptual"] = self.perceptual(rgb(pred), rgb(target)).mean()
+        loss = sum(self.weights[k] * v for k, v in terms.items())
+        return loss, {k: float(v.detach()) for k, v in terms.items()}
+
+
+def movie_loss_spec(with_perceptual: bool) -> str:
+    base = "50 focal + 50 L1 + 50 FFT + 0.1 (1-SSIM)"
+    return base.replace(" + 0.1", " + LPIPS + 0.1") if with_perceptual else base + " [perceptual off: lpips unavailable]"
+
+
+def grating_loss(logits: Tensor, direction: Tensor) -> Tensor:
+    """Standard cross-entropy over the 8 directions."""
+    return F.cross_entropy(logits.float(), direction)

@@ -1,0 +1,107 @@
+"""Readouts on top of the encoder latents: a POYO+ query readout, the movie U-Net, the grating head.
+
+- :class:`QueryReadout`: one output query per target time cross-attends (rotary time) to the latents Z_L.
+- :class:`MovieUNet`: the per-frame vector starts a 2 x 4 map (the frames' 1:2 aspect) that doubles per stage up to
+  the frame size; at the first four stages the vector is projected again to that stage's C x h x w and fused with
+  the upsampled map by a 1 x 1 convolution ("latent injection", instead of encoder skip connections); later stages
+  only upsample. ``inject=False`` removes the injections (the "U-Net w/o skip" ablation). Output in [0, 1].
+- :class:`GratingReadout`: a query at the trial -> 8 direction classes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .encoder import FeedForward, RotaryTime, rotate
+
+
+class QueryReadout(nn.Module):
+    """Output queries at times ``query_t (B, Q)`` attend to latents ``z (B, L, D)`` at ``lat_t (B, L)`` -> (B, Q, D)."""
+
+    def __init__(self, dim: int, heads: int = 2, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} not divisible by heads {heads}")
+        self.heads, self.head_dim = heads, dim // heads
+        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
+        self.out = nn.Linear(dim, dim)
+        self.ffn = FeedForward(dim, dropout)
+        self.rot = RotaryTime(self.head_dim)
+
+    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor) -> Tensor:
+        b, n_q = query_t.shape
+        h, e = self.heads, self.head_dim
+        x = self.query.expand(b, n_q, -1)
+        q = self.to_q(self.norm_q(x)).view(b, n_q, h, e).transpose(1, 2)
+        k, v = self.to_kv(self.norm_kv(z)).view(b, z.shape[1], 2, h, e).permute(2, 0, 3, 1, 4)
+        q_rot, k_rot = self.rot(query_t), self.rot(lat_t)
+        a = F.scaled_dot_product_attention(rotate(q, *q_rot), rotate(k, *k_rot), v)
+        x = x + self.out(a.transpose(1, 2).reshape(b, n_q, -1))
+        return x + self.ffn(x)
+
+
+class MovieUNet(nn.Module):
+    """Per-frame vector ``(B, D)`` -> frame ``(B, H, W)`` in [0, 1] (see module docstring).
+
+    Args:
+        frame_hw: output size; both must be 2 x 4 times a power of two (e.g. 32 x 64, 128 x 256).
+        channels: channels of the 2 x 4 start map; halved every stage, at least 8.
+        inject: latent injection at the first ``n_inject`` stages.
+    """
+
+    def __init__(self, dim: int, frame_hw: tuple[int, int] = (32, 64), channels: int = 128, inject: bool = True,
+                 n_inject: int = 4) -> None:
+        super().__init__()
+        h, w = frame_hw
+        n_stages = int(round(math.log2(h / 2)))
+        if 2 * 2**n_stages != h or 4 * 2**n_stages != w:
+            raise ValueError(f"frame_hw must be (2, 4) x 2^k, got {frame_hw}")
+        self.frame_hw, self.inject = frame_hw, inject
+        self.start = nn.Linear(dim, channels * 2 * 4)
+        self.c0 = channels
+        self.stages = nn.ModuleList()
+        self.injections = nn.ModuleList()
+        self.fuse = nn.ModuleList()
+        c_in, size = channels, (2, 4)
+        for s in range(n_stages):
+            c_out = max(8, channels // 2 ** (s + 1))
+            size = (size[0] * 2, size[1] * 2)
+            self.stages.append(nn.Sequential(
+                nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU(),
+                nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(min(8, c_out), c_out), nn.GELU(),
+            ))
+            if inject and s < n_inject:
+                self.injections.append(nn.Linear(dim, c_out * size[0] * size[1]))
+                self.fuse.append(nn.Conv2d(2 * c_out, c_out, 1))
+            c_in = c_out
+        self.head = nn.Conv2d(c_in, 1, 1)
+
+    def forward(self, vec: Tensor) -> Tensor:
+        b = vec.shape[0]
+        x = self.start(vec).view(b, self.c0, 2, 4)
+        for s, stage in enumerate(self.stages):
+            x = stage(x)
+            if s < len(self.injections):
+                inj = self.injections[s](vec).view(b, x.shape[1], x.shape[2], x.shape[3])
+                x = self.fuse[s](torch.cat([x, inj], dim=1))
+        return torch.sigmoid(self.head(x))[:, 0]
+
+
+class GratingReadout(nn.Module):
+    """Query at the trial time -> 8 direction logits."""
+
+    def __init__(self, dim: int, heads: int = 2, n_classes: int = 8) -> None:
+        super().__init__()
+        self.query = QueryReadout(dim, heads)
+        self.classify = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_classes))
+
+    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor) -> Tensor:
+        return self.classify(self.query(z, lat_t, query_t[:, None])[:, 0])
