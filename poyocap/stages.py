@@ -520,7 +520,8 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
             return {"val_score": float(np.mean(_score_items(task, p, t)))}
 
         settings = TrainSettings(steps=steps, batch_size=fc.batch_size, lr=fc.lr, weight_decay=fc.weight_decay,
-                                 warmup_steps=fc.warmup_steps, grad_clip=fc.grad_clip, eval_every=fc.eval_every)
+                                 warmup_steps=fc.warmup_steps, grad_clip=fc.grad_clip, eval_every=fc.eval_every,
+                                 frozen_first_group_steps=fc.frozen_warmup_steps if vocab_init == "pretrained" else 0)
         cached = (out / "eval.npz").exists() and not force
         if cached:
             state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)

@@ -51,6 +51,7 @@ class TrainSettings:
     eval_every: int = 0
     checkpoint_every: int = 0  # 0: only at the end
     log_every: int = 1
+    frozen_first_group_steps: int = 0  # LR 0 for the first param group (the encoder) for this many steps
 
 
 @dataclass
@@ -165,7 +166,12 @@ def train(
     groups = task.param_groups(settings.lr) if hasattr(task, "param_groups") else [
         {"params": [p for p in task.parameters() if p.requires_grad]}]
     opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(settings))
+    base = lr_lambda(settings)
+    lambdas: list[Callable[[int], float]] = [base] * len(opt.param_groups)
+    if settings.frozen_first_group_steps and len(lambdas) > 1:  # frozen-encoder warm-up
+        k = settings.frozen_first_group_steps
+        lambdas[0] = lambda s: 0.0 if s < k else base(s)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
     step, epoch, batch_in_epoch = 0, 0, 0
     history: list[dict[str, Any]] = []
     best_score, best_state = -float("inf"), None

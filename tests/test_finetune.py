@@ -127,3 +127,25 @@ def test_load_pretrained_asserts_exactly_the_new_keys(tmp_path):
                 "vocab": [f"s/{i}" for i in range(5)]}, tmp_path / "bad.pt")
     with pytest.raises(RuntimeError, match="unexpected"):
         load_pretrained(tmp_path / "bad.pt", cfg, [], GratingDecoder)
+
+
+def test_frozen_encoder_warmup_and_lower_encoder_lr():
+    from poyocap.train import TrainSettings, train
+
+    cfg = Config.for_scale("smoke")
+    torch.manual_seed(0)
+    model = GratingDecoder(CalciumEncoder(cfg.encoder, 40), encoder_lr_scale=0.1)
+    groups = model.param_groups(1e-3)
+    assert groups[0]["lr"] == pytest.approx(1e-4) and groups[1]["lr"] == pytest.approx(1e-3)
+    assert len(groups[0]["params"]) == len(list(model.encoder.parameters()))
+
+    import sys
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
+    from test_model import ListDataset
+
+    enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    head_before = {k: v.clone() for k, v in model.readout.state_dict().items()}
+    settings = TrainSettings(steps=3, batch_size=4, lr=1e-2, frozen_first_group_steps=3)
+    res = train(model, ListDataset(8), settings, seed=0, device="cpu", progress=False)
+    assert all(torch.equal(enc_before[k], v) for k, v in res.task.encoder.state_dict().items())
+    assert any(not torch.equal(head_before[k], v) for k, v in res.task.readout.state_dict().items())

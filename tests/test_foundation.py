@@ -119,7 +119,7 @@ def test_save_table_writes_csv_and_markdown(tmp_path):
 
 def test_cli_lists_only_existing_stages():
     out = subprocess.run([sys.executable, "-m", "poyocap", "--help"], capture_output=True, text=True, check=True)
-    for stage in ("setup", "data", "filter", "pretrain"):
+    for stage in ("setup", "data", "filter", "pretrain", "finetune"):
         assert stage in out.stdout
 
 
