@@ -57,13 +57,15 @@ def procedural_movie(n_frames: int, height: int, width: int, seed: int = 0, fps:
         raise ValueError(f"movie size must be positive, got {(n_frames, height, width)}")
     rng = np.random.default_rng(seed)
     images = {name: _photograph(name) for name in PHOTOGRAPHS}
+    blurred: dict[tuple[str, float], np.ndarray] = {}  # anti-aliased copies, per call (keyed by name, not id())
     order = rng.permutation(len(PHOTOGRAPHS))
     frames = np.empty((n_frames, height, width), dtype=np.float64)
     yy, xx = np.meshgrid(np.linspace(-0.5, 0.5, height), np.linspace(-0.5, 0.5, width), indexing="ij")
     t0, shot = 0, 0
     while t0 < n_frames:
         length = int(min(n_frames - t0, round(rng.uniform(2.0, 5.0) * fps)))
-        img = images[PHOTOGRAPHS[order[shot % len(order)]]]
+        name = PHOTOGRAPHS[order[shot % len(order)]]
+        img = images[name]
         ih, iw = img.shape
         aspect = width / height
         # crop width in image pixels at the start and end of the shot (zoom), clipped to fit
@@ -84,7 +86,13 @@ def procedural_movie(n_frames: int, height: int, width: int, seed: int = 0, fps:
             coords = np.stack([cy + yy * h_crop, cx + xx * w_crop])
             # anti-alias before sampling: blur by the crop-to-frame scale
             sigma = max(0.0, 0.5 * (w_crop / width - 1.0))
-            src = img if sigma < 0.3 else _blurred(img, round(sigma, 1))
+            if sigma < 0.3:
+                src = img
+            else:
+                key = (name, round(sigma, 1))
+                if key not in blurred:
+                    blurred[key] = ndimage.gaussian_filter(img, key[1])
+                src = blurred[key]
             frames[t0 + k] = ndimage.map_coordinates(src, coords, order=1, mode="reflect")
         t0 += length
         shot += 1
@@ -92,18 +100,6 @@ def procedural_movie(n_frames: int, height: int, width: int, seed: int = 0, fps:
     lo, hi = np.percentile(frames, [1, 99])
     frames = np.clip((frames - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     return np.round(frames * 255.0).astype(np.uint8)
-
-
-_BLUR_CACHE: dict[tuple[int, float], np.ndarray] = {}
-
-
-def _blurred(img: np.ndarray, sigma: float) -> np.ndarray:
-    key = (id(img), sigma)
-    if key not in _BLUR_CACHE:
-        if len(_BLUR_CACHE) > 64:
-            _BLUR_CACHE.clear()
-        _BLUR_CACHE[key] = ndimage.gaussian_filter(img, sigma)
-    return _BLUR_CACHE[key]
 
 
 def resize_movie(movie: np.ndarray, height: int, width: int) -> np.ndarray:
