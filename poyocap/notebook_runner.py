@@ -71,7 +71,10 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
     total = time.perf_counter()
     for src in sources:
         ipynb = build / (src.stem + ".ipynb")
-        jupytext.write(jupytext.read(src), ipynb)
+        nb = jupytext.read(src)
+        for i, cell in enumerate(nb.cells):  # stable ids (jupytext makes random ones): diffs show real changes only
+            cell["id"] = f"cell{i:03d}"
+        jupytext.write(nb, ipynb)
         out = out_dir / ipynb.name
         print(f"[run_all] {src.name} (scale={scale}) ...", flush=True)
         t0 = time.perf_counter()
