@@ -332,7 +332,7 @@ def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, p
         evaluation = evaluate_pretraining(cfg, task, data, seed) if not cached else json.loads(
             (out / "evaluation.json").read_text())
         if not cached:
-            (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1, sort_keys=True))
+            (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keep column order
             save_atomic({"task": task.state_dict(), "encoder": task.encoder.state_dict(),
                          "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,
                          "predictable_lines": list(partition.predictable_lines),
