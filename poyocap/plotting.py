@@ -11,6 +11,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt  # headless runs set MPLBACKEND=Agg; notebooks use the inline backend
 
+from .filtering import short_name
+
 #: Colours used for the two groups of the partition, everywhere.
 PREDICTABLE_COLOR = "#1b9e77"
 UNPREDICTABLE_COLOR = "#d95f02"
@@ -91,10 +93,6 @@ def save_table(df: "pd.DataFrame", stem: str | Path, header: list[str], floatfmt
 
 
 # ------------------------------------------------------------------------------------------------ figures
-def _short(line: str) -> str:
-    return line.split("-")[0]
-
-
 def plot_example_traces(recordings: list, source: str, seconds: float = 60.0, per_line: int = 2) -> plt.Figure:
     """dF/F of ``per_line`` ROIs per Cre line over the first ``seconds`` of the grating block (one row/line)."""
     import numpy as np
@@ -113,7 +111,7 @@ def plot_example_traces(recordings: list, source: str, seconds: float = 60.0, pe
             a, b = a - rec.timestamps[t0], b - rec.timestamps[t0]
             if 0 <= a <= seconds:
                 ax.axvspan(a, min(b, seconds), color="0.9", lw=0)
-        ax.set_ylabel(_short(line), rotation=0, ha="right", va="center")
+        ax.set_ylabel(short_name(line), rotation=0, ha="right", va="center")
         ax.set_yticks([])
     axes[-1].set_xlabel("time from grating block onset (s); grey = grating on")
     fig.suptitle("Example dF/F traces per Cre line (offset by 1 dF/F)")
@@ -141,7 +139,7 @@ def plot_line_statistics(stats: "pd.DataFrame", source: str, kurtosis_col: str =
     """Per-line validation statistics: skewness, kurtosis, noise, fitted vs Allen decay, OSI, movie reliability."""
     import numpy as np
 
-    names = [_short(l) for l in stats["cre_line"]]
+    names = [short_name(l) for l in stats["cre_line"]]
     x = np.arange(len(names))
     panels = [("skewness", "mean skewness"), (kurtosis_col, "mean kurtosis (log)"),
               ("noise_sd_dff", "noise SD (dF/F)"), ("decay_fit_s", "decay (s): fit vs Allen"),
@@ -173,7 +171,7 @@ def plot_regularity_scatter(neurons: "pd.DataFrame", lines: "pd.DataFrame", part
     for _, row in lines.iterrows():
         color = PREDICTABLE_COLOR if row["cre_line"] in pred else UNPREDICTABLE_COLOR
         ax.scatter(row["skewness_mean"], row["kurtosis_mean"], s=40, color=color, edgecolor="k", zorder=3)
-        ax.annotate(_short(row["cre_line"]), (row["skewness_mean"], row["kurtosis_mean"]), fontsize=7,
+        ax.annotate(short_name(row["cre_line"]), (row["skewness_mean"], row["kurtosis_mean"]), fontsize=7,
                     xytext=(3, 3), textcoords="offset points")
     ax.axvline(partition.thresholds["skewness"], color="k", ls="--", lw=0.8)
     ax.axhline(partition.thresholds["kurtosis"], color="k", ls="--", lw=0.8)
@@ -205,7 +203,7 @@ def plot_knees(lines: "pd.DataFrame", partition: object, source: str) -> plt.Fig
         ax.axhline(partition.thresholds[stat], color="k", ls="--", lw=0.8,
                    label=f"knee threshold {partition.thresholds[stat]:.2f}")
         ax.set_xticks(x)
-        ax.set_xticklabels([_short(l) for l in srt["cre_line"]], rotation=70, fontsize=7)
+        ax.set_xticklabels([short_name(l) for l in srt["cre_line"]], rotation=70, fontsize=7)
         ax.set_ylabel(f"mean {stat}")
         ax.legend(fontsize=7)
     fig.suptitle("Sorted per-line means and the knee threshold (kneed; end of the flat, regular segment)")
@@ -219,7 +217,7 @@ def plot_bootstrap(boot: "pd.DataFrame", partition: object, source: str) -> plt.
     srt = boot.sort_values("p_predictable", ascending=False)
     pred = set(partition.predictable_lines)
     fig, ax = plt.subplots(figsize=(6.5, 3))
-    ax.bar([_short(l) for l in srt["cre_line"]], srt["p_predictable"],
+    ax.bar([short_name(l) for l in srt["cre_line"]], srt["p_predictable"],
            color=[PREDICTABLE_COLOR if l in pred else UNPREDICTABLE_COLOR for l in srt["cre_line"]])
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("P(called predictable)")

@@ -498,7 +498,8 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     rows, items, histories, examples, confusion = [], {}, {}, {}, {}
     targets_out: Any = None
 
-    def run(method: str, seed: int, train_recs, vocab_init) -> tuple[dict, Any, Any]:  # noqa: ANN001
+    def run(method: str, seed: int, train_recs, train_table, vocab_init, eval_recs, eval_table  # noqa: ANN001
+            ) -> tuple[dict, Any, Any]:
         out = root / f"{digest}-{method.replace(' ', '_').replace('(', '').replace(')', '')}-seed{seed}"
         seed_everything(seed)
         if vocab_init == "pretrained":
@@ -509,11 +510,9 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
             vocab = UnitVocab([u for r in train_recs for u in r.unit_ids])
             model = build(CalciumEncoder(cfg.encoder, len(vocab)), **kw)
             steps = fc.steps + cfg.pretrain.steps  # scratch gets the pretraining's budget too
-        eval_recs = down if method != "Time-shuffled neurons" else train_recs
-        train_ds = _dataset(cfg, train_recs, _windows(cfg, train_recs, task), "train", vocab, True, task)
-        test_tab = down_table if method != "Time-shuffled neurons" else _windows(cfg, eval_recs, task)
-        val_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "val", vocab, False, task), fc.max_eval_windows // 4)
-        test_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "test", vocab, False, task), fc.max_eval_windows)
+        train_ds = _dataset(cfg, train_recs, train_table, "train", vocab, True, task)
+        val_ds = _subsampled(_dataset(cfg, eval_recs, eval_table, "val", vocab, False, task), fc.max_eval_windows // 4)
+        test_ds = _subsampled(_dataset(cfg, eval_recs, eval_table, "test", vocab, False, task), fc.max_eval_windows)
 
         def val_fn(m, step):  # noqa: ANN001, ANN202
             p, t = _predict(m, val_ds, task)
@@ -535,8 +534,8 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
             torch.save(model.state_dict(), out / "model.pt")
         pred, target = _predict(model, test_ds, task)
         metrics = {"method": method, "seed": seed, "steps": steps, "n_test": len(test_ds)}
+        per = _score_items(task, pred, target)
         if task == "movie":
-            per = ssim_per_frame(pred, target)
             metrics.update(ssim=float(per.mean()), ssim_torchmetrics=ssim_torchmetrics(pred, target),
                            pixel_corr=float(pixel_correlation(pred, target).mean()))
             frames = test_ds.table.frame
@@ -544,24 +543,25 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
             movie = torch.from_numpy(eval_recs[0].movie[cand].astype(np.float32) / 255.0)
             exact, near = frame_identification(pred, frames, cand, movie, k=cfg.eval.frame_id_k)
             metrics.update(frame_id=float(exact.mean()), frame_id_k=float(near.mean()))
-            novel_ds = _subsampled(_dataset(cfg, eval_recs, test_tab, "novel", vocab, False, task),
+            novel_ds = _subsampled(_dataset(cfg, eval_recs, eval_table, "novel", vocab, False, task),
                                    fc.max_eval_windows)
             if len(novel_ds):
                 pn, tn = _predict(model, novel_ds, task)
                 metrics["ssim_novel"] = float(ssim_per_frame(pn, tn).mean())
         else:
-            per = (pred == target).cpu().numpy().astype(float)
             metrics["accuracy"] = float(per.mean())
             metrics["confusion"] = confusion_matrix(pred.cpu().numpy(), target.cpu().numpy())
         np.savez(out / "eval.npz", per_item=per)
         metrics["_per_item"] = per
         return metrics, (pred, target), hist
 
-    plans = [("POYO-CAP", down, "pretrained"), ("Scratch (all lines)", pre + down, "scratch"),
-             ("Scratch (downstream)", down, "scratch")]
+    all_recs = pre + down
+    plans = [("POYO-CAP", down, down_table, "pretrained"),
+             ("Scratch (all lines)", all_recs, _windows(cfg, all_recs, task), "scratch"),
+             ("Scratch (downstream)", down, down_table, "scratch")]
     for seed in cfg.eval.seeds:
-        for method, recs, init in plans:
-            metrics, (pred, target), hist = run(method, seed, recs, init)
+        for method, recs, table, init in plans:
+            metrics, (pred, target), hist = run(method, seed, recs, table, init, down, down_table)
             if "confusion" in metrics:
                 confusion[method] = confusion.get(method, 0) + metrics.pop("confusion")
             items[(method, seed)] = metrics.pop("_per_item")
@@ -578,15 +578,17 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
         test_ref = _subsampled(_dataset(cfg, down, down_table, "test", UnitVocab([u for r in down for u in r.unit_ids]),
                                         False, task), fc.max_eval_windows)
         mf = torch.from_numpy(mean_frame(train_ds_frames).astype(np.float32) / 255.0)
-        _, target = _predict_targets(test_ref)
+        target = _targets(test_ref)
         pred = mf[None].expand_as(target)
-        per = ssim_per_frame(pred, target)
+        per = _score_items(task, pred, target)
         rows.append({"method": "Mean-frame predictor", "seed": -1, "steps": 0, "n_test": len(test_ref),
                      "ssim": float(per.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
                      "pixel_corr": float("nan"), "frame_id": float("nan"), "frame_id_k": float("nan")})
         items[("Mean-frame predictor", -1)] = per
         shuffled = time_shuffled(down, seed=cfg.eval.seeds[0])
-        metrics, _, hist = run("Time-shuffled neurons", cfg.eval.seeds[0], shuffled, "pretrained")
+        shuffled_table = _windows(cfg, shuffled, task)  # same stimulus schedule as down_table
+        metrics, _, hist = run("Time-shuffled neurons", cfg.eval.seeds[0], shuffled, shuffled_table, "pretrained",
+                               shuffled, shuffled_table)
         items[("Time-shuffled neurons", cfg.eval.seeds[0])] = metrics.pop("_per_item")
         rows.append(metrics)
         histories[("Time-shuffled neurons", cfg.eval.seeds[0])] = hist
@@ -595,13 +597,13 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
                          int(per_seed["n_test"].iloc[0]))
 
 
-def _predict_targets(dataset: Any):
+def _targets(dataset: Any):
+    """The true frames of a movie dataset, in order (no model involved)."""
     import torch
 
     from .train import eval_batches
 
-    images = [b["image"] for b in eval_batches(dataset, 256)]
-    return None, torch.cat(images)
+    return torch.cat([b["image"] for b in eval_batches(dataset, 256)])
 
 
 def _decoder(task: str, cfg: Config, loss: Any):

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .recording import GRATING_DIRECTIONS, Recording
+from .recording import Recording
 from .splits import SPLIT_CODE, SessionSplit
 
 
@@ -280,5 +280,3 @@ def flatten_tokens(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         "mask": batch["mask"].reshape(b, -1),
     }
 
-
-N_DIRECTIONS = len(GRATING_DIRECTIONS)

@@ -24,9 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import PretrainConfig
+from ..data.recording import GRATING_DIRECTIONS
 from .encoder import CalciumEncoder
 
-N_DIRECTIONS = 8
+N_DIRECTIONS = len(GRATING_DIRECTIONS)
 
 
 def causal_mask(lat_t: Tensor, window_s: float, ratio: float) -> Tensor:
