@@ -10,10 +10,10 @@ import time
 
 import torch
 
-from poyocap.config import EncoderConfig, PretrainConfig
+from poyocap.config import EncoderConfig, OptimConfig, PretrainConfig
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
-from poyocap.train import TrainSettings, train
+from poyocap.train import train
 
 
 def batch(b: int, n_t: int, n_u: int, vocab: int, seed: int, device: str) -> dict[str, torch.Tensor]:
@@ -56,14 +56,14 @@ def main() -> None:
         print(f"bf16 autocast vs fp32: max |diff| = {(zb.float() - z).abs().max().item():.2e}, dtype {zb.dtype}")
     torch.manual_seed(0)
     task = TwinMaskedPretrainer(CalciumEncoder(cfg, 500), PretrainConfig())
-    settings = TrainSettings(steps=60, batch_size=32, lr=1e-3, warmup_steps=5)
+    settings = OptimConfig(steps=60, batch_size=32, lr=1e-3, warmup_steps=5)
     t0 = time.perf_counter()
     res = train(task, Items(256), settings, seed=0, device=dev, progress=False)
     dt = time.perf_counter() - t0
     h = res.history[res.history["kind"] == "train"]
     print(f"train() on cuda with bf16 autocast: 60 steps in {dt:.1f} s; recon {h['recon'].iloc[0]:.3f} -> "
           f"{h['recon'].iloc[-1]:.3f}; finite {bool(h['loss'].notna().all())}; "
-          f"params on {next(res.task.parameters()).device}")
+          f"params on {next(res.objective.parameters()).device}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def main() -> None:
     partition = stages.filtering_stage(cfg, recs, progress=False).partition
     _, _, vocab, data = stages.pretrain_data(cfg, recs, partition)
     ds = data["train"]
-    bs = cfg.pretrain.batch_size
+    bs = cfg.pretrain.optim.batch_size
     t0 = time.perf_counter()
     for i in range(args.batches):
         batch = collate([ds[(i * bs + j) % len(ds)] for j in range(bs)])

@@ -24,13 +24,9 @@ seeds = None  # e.g. "0,1,2"; None: the scale's default
 partition = "computed"  # "computed" or "paper" (used from notebook 02 on)
 
 # %%
-import pandas as pd
-
 from poyocap import stages
 
-pd.set_option("display.max_rows", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
-print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)} config digest={cfg.digest()}")
+cfg = stages.setup_notebook(scale, source, seeds, partition)
 
 # %% [markdown]
 # ## Environment

@@ -27,13 +27,9 @@ seeds = None
 partition = "computed"  # "computed" (notebook 02's knee) or "paper" (the authors' four lines)
 
 # %%
-import pandas as pd
-
 from poyocap import paths, plotting, stages
 
-pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
-print(f"scale={cfg.scale} source={cfg.data.source} ({stages.source_label(cfg)})")
+cfg = stages.setup_notebook(scale, source, seeds, partition)
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -28,14 +28,10 @@ seeds = None
 partition = "computed"  # "computed" (knee detection) or "paper" (the authors' four lines)
 
 # %%
-import pandas as pd
-
 from poyocap import filtering, paths, plotting, stages
 
-pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
-print(f"scale={cfg.scale} source={cfg.data.source} partition={cfg.filtering.partition} "
-      f"kurtosis={cfg.filtering.kurtosis_convention} (Pearson: normal = 3)")
+cfg = stages.setup_notebook(scale, source, seeds, partition)
+print(f"kurtosis={cfg.filtering.kurtosis_convention} (Pearson: normal = 3)")
 
 # %%
 # NBVAL_IGNORE_OUTPUT

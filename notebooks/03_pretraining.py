@@ -21,7 +21,8 @@
 # It trains on the **predictable pool** decided by notebook 02 (the Partition artifact), one run per seed.
 # Pretraining *counts* only if a linear probe on the frozen latents (grating direction; movie time in 10 bins;
 # fitted and tested within each session) beats the same probe on a random-init encoder, **and** the
-# per-dimension std of Z_L stays >= 50 % of its value at initialisation (no collapse). Both are shown below.
+# per-dimension std of Z_L stays >= 50 % of its value at initialisation (no collapse); the rules live in
+# `poyocap.stages.pretrain.pretraining_checks`. Both are shown below.
 # Runs are cached under `artifacts/<scale>/pretrain/<config hash>-seed<k>/` and reused unless the config changes.
 
 # %% tags=["parameters"]
@@ -31,17 +32,13 @@ seeds = None
 partition = "computed"  # "computed" (notebook 02's knee) or "paper" (the authors' four lines)
 
 # %%
-import pandas as pd
+from poyocap import paths, plotting, stages
 
-from poyocap import filtering, paths, plotting, stages
-
-pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
+cfg = stages.setup_notebook(scale, source, seeds, partition)
 e, p = cfg.encoder, cfg.pretrain
-print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)}")
 print(f"encoder: dim {e.dim}, depth {e.depth}, heads {e.cross_heads}/{e.self_heads}, "
       f"{e.latents_per_step} latents per {e.latent_step_s} s step; <= {cfg.data.max_units} ROIs per window")
-print(f"pretraining: {p.steps} steps x batch {p.batch_size}, mask {p.mask_mode} {p.mask_ratio:.0%}, "
+print(f"pretraining: {p.optim.steps} steps x batch {p.optim.batch_size}, mask {p.mask_mode} {p.mask_ratio:.0%}, "
       f"{p.recon_loss} + {p.ce_weight} x CE, target {p.target}")
 
 # %%
@@ -79,11 +76,4 @@ fig = plotting.plot_pretraining_checks(result.summary, cfg.data.source)
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "03_pretraining_checks")
 
 # %%
-for _, row in result.summary.iterrows():
-    checks = {
-        "grating probe beats random init": row["probe_grating_pretrained"] > row["probe_grating_random"],
-        "movie probe beats random init": row["probe_movie_pretrained"] > row["probe_movie_random"],
-        "std(Z_L) >= 50% of init": row["std_ratio"] >= 0.5,
-    }
-    verdict = "COUNTS" if all(checks.values()) else "DOES NOT COUNT"
-    print(f"seed {int(row['seed'])}: {verdict}  " + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()))
+print("\n".join(stages.pretraining_verdicts(result.summary)))

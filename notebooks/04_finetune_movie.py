@@ -28,16 +28,13 @@ seeds = None
 partition = "computed"
 
 # %%
-import pandas as pd
-
 from poyocap import paths, plotting, stages
 
-pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
-f = cfg.finetune
-print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)}; frames "
-      f"{cfg.data.frame_height}x{cfg.data.frame_width}; window {cfg.data.movie_window_s} s ending "
-      f"{cfg.data.movie_lag_s} s after the frame; POYO-CAP {f.steps} steps, scratch {f.steps + cfg.pretrain.steps}")
+cfg = stages.setup_notebook(scale, source, seeds, partition)
+steps = cfg.finetune.optim.steps
+print(f"frames {cfg.data.frame_height}x{cfg.data.frame_width}; window {cfg.data.movie_window_s} s ending "
+      f"{cfg.data.movie_lag_s} s after the frame; POYO-CAP {steps} steps, "
+      f"scratch {steps + cfg.pretrain.optim.steps}")
 
 # %%
 # NBVAL_IGNORE_OUTPUT

@@ -25,13 +25,9 @@ seeds = None
 partition = "computed"
 
 # %%
-import pandas as pd
-
 from poyocap import paths, plotting, stages
 
-pd.set_option("display.width", 200)
-cfg = stages.make_config(scale, source, seeds, partition=partition)
-print(f"scale={cfg.scale} source={cfg.data.source} seeds={list(cfg.eval.seeds)} ({stages.source_label(cfg)})")
+cfg = stages.setup_notebook(scale, source, seeds, partition)
 
 # %%
 # NBVAL_IGNORE_OUTPUT
@@ -61,9 +57,4 @@ table = stages.main_table(cfg, movie, gratings)
 table.round(3)
 
 # %%
-poyo = table.set_index("method")
-for task, col in (("movie SSIM", "ssim"), ("grating accuracy", "acc")):
-    diff = poyo.loc["POYO-CAP", f"{col}_mean"] - poyo.loc["Scratch (all lines)", f"{col}_mean"]
-    p = poyo.loc["Scratch (all lines)", f"{col}_p_ttest_vs_poyocap"]
-    verdict = "beats" if diff > 0 and p < 0.05 else "does not beat"
-    print(f"{task}: POYO-CAP - Scratch (all lines) = {diff:+.3f} (paired t p = {p:.3f}): POYO-CAP {verdict} scratch")
+print("\n".join(stages.headline(table)))

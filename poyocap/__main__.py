@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {t} ({r.loss_spec})")
             print(r.per_seed.round(4).to_string(index=False))
         if args.task == "both":
-            print(stages.main_table(cfg, results["movie"], results["gratings"]).round(4).to_string(index=False))
+            table = stages.main_table(cfg, results["movie"], results["gratings"])
+            print(table.round(4).to_string(index=False))
+            print("\n".join(stages.headline(table)))
     elif args.stage == "pretrain":
         result = stages.pretrain_stage(cfg, force=args.force)
         print(result.summary.round(4).to_string(index=False))

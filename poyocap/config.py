@@ -16,8 +16,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import typing
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 #: The 13 Cre lines of the Allen Brain Observatory Visual Coding 2-photon data set, in ABO order.
 ALL_CRE_LINES: tuple[str, ...] = (
@@ -44,15 +45,34 @@ PAPER_PREDICTABLE_LINES: tuple[str, ...] = (
     "Ntsr1-Cre_GN220",
 )
 
-SCALES: tuple[str, ...] = ("smoke", "demo", "paper")
-SOURCES: tuple[str, ...] = ("synthetic", "allen")
+Scale = Literal["smoke", "demo", "paper"]
+Source = Literal["synthetic", "allen"]
+SCALES: tuple[str, ...] = typing.get_args(Scale)
+SOURCES: tuple[str, ...] = typing.get_args(Source)
+
+
+def stable_digest(payload: Any, length: int = 10) -> str:
+    """Short sha256 of a JSON-ready payload (keys sorted): the one digest used for configs and artifact keys."""
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def _check_literals(section: Any) -> None:
+    """Every ``Literal[...]`` field of a config dataclass holds one of its allowed values (clear error if not)."""
+    hints = typing.get_type_hints(type(section))
+    for f in dataclasses.fields(section):
+        hint = hints[f.name]
+        if typing.get_origin(hint) is Literal:
+            allowed = typing.get_args(hint)
+            value = getattr(section, f.name)
+            if value not in allowed:
+                raise ValueError(f"{type(section).__name__}.{f.name} must be one of {allowed}, got {value!r}")
 
 
 @dataclass(frozen=True)
 class DataConfig:
     """Which recordings exist and how windows are cut from them."""
 
-    source: str = "synthetic"
+    source: Source = "synthetic"
     cre_lines: tuple[str, ...] = ALL_CRE_LINES
     mice_per_line: int = 3
     sessions_per_mouse: int = 1
@@ -70,16 +90,25 @@ class DataConfig:
     max_units: int = 64  # unit dropout cap (ROIs per window)
     novel_frames_fraction: float = 0.1  # contiguous block of movie frames never seen in training
 
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        unknown = set(self.cre_lines) - set(ALL_CRE_LINES)
+        if unknown:
+            raise ValueError(f"unknown Cre lines: {sorted(unknown)}")
+
 
 @dataclass(frozen=True)
 class FilterConfig:
     """Regularity filtering: statistics, knee detection, partition."""
 
-    partition: str = "computed"  # "computed" (knee detection) or "paper" (the authors' four lines)
-    kurtosis_convention: str = "pearson"  # "pearson" (normal = 3) or "excess" (normal = 0)
+    partition: Literal["computed", "paper"] = "computed"  # knee detection, or the authors' four lines
+    kurtosis_convention: Literal["pearson", "excess"] = "pearson"  # normal = 3 / normal = 0
     knee_sensitivity: float = 1.0  # kneed's S
     n_bootstrap: int = 200
     sensitivity_grid: tuple[float, ...] = (0.5, 1.0, 2.0, 3.0)
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
 
 
 @dataclass(frozen=True)
@@ -98,12 +127,17 @@ class EncoderConfig:
     # "auto": grid on CPU and for wide models on CUDA, tokens for narrow models (dim <= 256) on CUDA - the faster
     # path in benchmarks/encoder_throughput.py on an H200 (demo size: tokens 1.31x torch_brain, grid 0.97x;
     # paper size: grid 0.92x, tokens 0.56x). All three give the same numbers (tested).
-    cross_attention: str = "auto"
+    cross_attention: Literal["auto", "grid", "tokens"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Latent causal temporal masked modelling."""
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay (to 10 % of the peak), gradient clipping; the step budget.
+
+    Shared by pretraining and fine-tuning (``PretrainConfig.optim``, ``FinetuneConfig.optim``)."""
 
     steps: int = 300
     batch_size: int = 32
@@ -111,27 +145,34 @@ class PretrainConfig:
     weight_decay: float = 0.05
     warmup_steps: int = 30
     grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Latent causal temporal masked modelling."""
+
+    optim: OptimConfig = field(default_factory=OptimConfig)
     mask_ratio: float = 0.5
-    mask_mode: str = "causal"  # "causal" (last 50% by time) | "random" | "channel" (the authors' code)
-    recon_loss: str = "l1"  # "l1" (paper) | "mse" (authors' code)
+    mask_mode: Literal["causal", "random", "channel"] = "causal"  # last 50% by time | random | authors' code
+    recon_loss: Literal["l1", "mse"] = "l1"  # paper | authors' code
     ce_weight: float = 0.01  # 0 = "masking only"
-    target: str = "shared"  # "shared" (stop-grad twin) | "ema"
+    target: Literal["shared", "ema"] = "shared"  # stop-grad twin | EMA copy
     ema_decay: float = 0.996
     snapshot_every: int = 50
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise ValueError("pretrain.mask_ratio must be in (0, 1)")
 
 
 @dataclass(frozen=True)
 class FinetuneConfig:
     """Downstream fine-tuning (movie frames, grating directions). Scratch baselines get ``steps + pretrain.steps``."""
 
-    steps: int = 100
-    batch_size: int = 32
-    lr: float = 1e-3
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(steps=100))
     encoder_lr_scale: float = 1.0
     frozen_warmup_steps: int = 0
-    weight_decay: float = 0.05
-    warmup_steps: int = 30
-    grad_clip: float = 1.0
     eval_every: int = 50
     unet_channels: int = 32  # channels of the U-Net's 2 x 4 start map (halved per stage)
     max_eval_windows: int = 3000  # test/val sets are subsampled evenly to at most this many windows
@@ -151,7 +192,7 @@ class EvalConfig:
 class Config:
     """The whole tree. ``scale`` names the preset it came from."""
 
-    scale: str = "demo"
+    scale: Scale = "demo"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
     filtering: FilterConfig = field(default_factory=FilterConfig)
@@ -182,8 +223,7 @@ class Config:
     def digest(self, *sections: str) -> str:
         """Short hash of the whole config, or of the named sections only (used in artifact paths)."""
         d = self.to_dict()
-        payload = d if not sections else {k: d[k] for k in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        return stable_digest(d if not sections else {k: d[k] for k in sections})
 
     def with_overrides(self, **sections: dict[str, Any]) -> "Config":
         """``cfg.with_overrides(data={"source": "allen"}, seed=1)``: returns a new, still frozen config."""
@@ -197,23 +237,7 @@ class Config:
         return replace(self, **top)
 
     def __post_init__(self) -> None:
-        if self.scale not in SCALES:
-            raise ValueError(f"scale must be one of {SCALES}, got {self.scale!r}")
-        if self.data.source not in SOURCES:
-            raise ValueError(f"data.source must be one of {SOURCES}, got {self.data.source!r}")
-        unknown = set(self.data.cre_lines) - set(ALL_CRE_LINES)
-        if unknown:
-            raise ValueError(f"unknown Cre lines: {sorted(unknown)}")
-        if self.filtering.partition not in ("computed", "paper"):
-            raise ValueError("filtering.partition must be 'computed' or 'paper'")
-        if self.filtering.kurtosis_convention not in ("pearson", "excess"):
-            raise ValueError("filtering.kurtosis_convention must be 'pearson' or 'excess'")
-        if self.encoder.cross_attention not in ("auto", "grid", "tokens"):
-            raise ValueError("encoder.cross_attention must be 'auto', 'grid' or 'tokens'")
-        if self.pretrain.mask_mode not in ("causal", "random", "channel"):
-            raise ValueError("pretrain.mask_mode must be 'causal', 'random' or 'channel'")
-        if not 0.0 < self.pretrain.mask_ratio < 1.0:
-            raise ValueError("pretrain.mask_ratio must be in (0, 1)")
+        _check_literals(self)  # each section checks its own fields when it is built
 
 
 def _build(cls: type, d: dict[str, Any]) -> Any:
@@ -239,53 +263,30 @@ def demo() -> Config:
 
 def smoke() -> Config:
     """Tiny but complete: all 13 lines, 2 mice per line, 2 seeds; used by tests, nbval and CI."""
-    base = demo()
-    return replace(
-        base,
+    small = OptimConfig(steps=20, batch_size=16, warmup_steps=2)
+    return demo().with_overrides(
         scale="smoke",
-        data=replace(
-            base.data,
-            mice_per_line=2,
-            cell_count_scale=0.08,
-            grating_repeats=1,
-            movie_repeats=10,
-            movie_frames=300,
-            frame_height=16,
-            frame_width=32,
-            max_units=32,
-        ),
-        filtering=replace(base.filtering, n_bootstrap=50),
-        encoder=replace(base.encoder, dim=32, depth=1, self_heads=2),
-        pretrain=replace(base.pretrain, steps=20, batch_size=16, warmup_steps=2, snapshot_every=10),
-        finetune=replace(base.finetune, steps=20, batch_size=16, warmup_steps=2, eval_every=10, unet_channels=16),
-        eval=replace(base.eval, seeds=(0, 1), n_bootstrap=200, frame_id_k=10),
+        data=dict(mice_per_line=2, cell_count_scale=0.08, grating_repeats=1, movie_repeats=10, movie_frames=300,
+                  frame_height=16, frame_width=32, max_units=32),
+        filtering=dict(n_bootstrap=50),
+        encoder=dict(dim=32, depth=1, self_heads=2),
+        pretrain=dict(optim=small, snapshot_every=10),
+        finetune=dict(optim=small, eval_every=10, unet_channels=16),
+        eval=dict(seeds=(0, 1), n_bootstrap=200, frame_id_k=10),
     )
 
 
 def paper() -> Config:
     """The authors' sizes on real Allen data (GPU; see README)."""
-    base = demo()
-    return replace(
-        base,
+    optim = OptimConfig(steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000)
+    return demo().with_overrides(
         scale="paper",
-        data=replace(
-            base.data,
-            source="allen",
-            mice_per_line=0,
-            cell_count_scale=1.0,
-            grating_repeats=15,
-            frame_height=128,
-            frame_width=256,
-            pretrain_window_s=1.9,
-            movie_window_s=1.0 / 30.0,
-            max_units=300,
-        ),
-        filtering=replace(base.filtering, n_bootstrap=1000),
-        encoder=EncoderConfig(
-            dim=1024, depth=6, cross_heads=2, self_heads=8, latents_per_step=16, latent_step_s=0.125, dropout=0.2,
-        ),
-        pretrain=replace(base.pretrain, steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000, snapshot_every=1000),
-        finetune=replace(base.finetune, steps=50_000, batch_size=32, lr=2e-4, warmup_steps=1000, eval_every=1000,
-                         unet_channels=128),
-        eval=replace(base.eval, n_bootstrap=10_000),
+        data=dict(source="allen", mice_per_line=0, cell_count_scale=1.0, grating_repeats=15, frame_height=128,
+                  frame_width=256, pretrain_window_s=1.9, movie_window_s=1.0 / 30.0, max_units=300),
+        filtering=dict(n_bootstrap=1000),
+        encoder=dict(dim=1024, depth=6, cross_heads=2, self_heads=8, latents_per_step=16, latent_step_s=0.125,
+                     dropout=0.2),
+        pretrain=dict(optim=optim, snapshot_every=1000),
+        finetune=dict(optim=optim, eval_every=1000, unet_channels=128),
+        eval=dict(n_bootstrap=10_000),
     )

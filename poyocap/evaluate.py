@@ -1,12 +1,13 @@
-"""Evaluation shared by every stage: frozen-latent features, linear probes, pretraining diagnostics.
-
-(The movie/grating metrics and the across-seed statistics of the fine-tuning stage will live here too.)
+"""Evaluation shared by every stage: frozen-latent features and linear probes, pretraining diagnostics, the
+movie and grating test metrics (``poyocap.tasks`` calls them), and the across-seed statistics of the tables
+(mean +- Student-t CI, paired t-test, paired bootstrap).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import stats
 from torch.utils.data import Dataset
 
 from .model.encoder import CalciumEncoder
@@ -70,23 +71,23 @@ def per_session_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray],
 
 
 @torch.no_grad()
-def masked_reconstruction(task: TwinMaskedPretrainer, dataset: Dataset, batch_size: int = 64,
+def masked_reconstruction(objective: TwinMaskedPretrainer, dataset: Dataset, batch_size: int = 64,
                           device: torch.device | str = "cpu") -> dict[str, float]:
     """On held-out windows: L1 of the masked-view prediction, of the copy-last-latent baseline, the auxiliary
     head's direction accuracy (windows with a grating trial) and the collapse monitor std(Z_L)."""
-    task.eval().to(device)
+    objective.eval().to(device)
     err, base, n, correct, n_lab, stds = 0.0, 0.0, 0, 0, 0, []
     for batch in eval_batches(dataset, batch_size):
         batch = {k: v.to(device) for k, v in batch.items()}
-        v = task.views(batch)
+        v = objective.views(batch)
         m = v["mask"]
-        pred_base = copy_last_baseline(v["target"], m, task.encoder.cfg.latents_per_step)
+        pred_base = copy_last_baseline(v["target"], m, objective.encoder.cfg.latents_per_step)
         err += float((v["z_l_masked"] - v["target"]).abs()[m].sum())
         base += float((pred_base - v["target"]).abs()[m].sum())
         n += int(m.sum()) * v["target"].shape[-1]
         lab = batch["direction"] >= 0
         if lab.any():
-            logits = task.head(v["z_l"][lab].mean(1))
+            logits = objective.head(v["z_l"][lab].mean(1))
             correct += int((logits.argmax(-1) == batch["direction"][lab]).sum())
             n_lab += int(lab.sum())
         stds.append(float(latent_std(v["z_l"])))
@@ -148,8 +149,6 @@ def confusion_matrix(pred: np.ndarray, true: np.ndarray, n: int = 8) -> np.ndarr
 # --------------------------------------------------------------------------------------- across-seed stats
 def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Mean and the half-width of its Student-t confidence interval (0 for a single value)."""
-    from scipy import stats
-
     v = np.asarray(values, dtype=float)
     if len(v) < 2:
         return float(v.mean()), 0.0
@@ -158,8 +157,6 @@ def mean_ci(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
 
 def paired_t(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sided paired t-test p-value (NaN with fewer than 2 pairs or zero variance)."""
-    from scipy import stats
-
     a, b = np.asarray(a, float), np.asarray(b, float)
     if len(a) < 2 or np.allclose(a - b, (a - b)[0]):
         return float("nan")

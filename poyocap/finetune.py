@@ -23,9 +23,10 @@ from .data.windows import UnitVocab
 from .losses import MovieLoss, grating_loss
 from .model.encoder import CalciumEncoder
 from .model.readouts import GratingReadout, MovieUNet, QueryReadout
+from .train import ObjectiveBase
 
 
-class MovieDecoder(nn.Module):
+class MovieDecoder(ObjectiveBase):
     """Neural window -> movie frame in [0, 1]."""
 
     def __init__(self, encoder: CalciumEncoder, frame_hw: tuple[int, int], loss: MovieLoss, channels: int = 64,
@@ -51,7 +52,7 @@ class MovieDecoder(nn.Module):
         return [{"params": enc, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr}]
 
 
-class GratingDecoder(nn.Module):
+class GratingDecoder(ObjectiveBase):
     """Neural window at a grating trial -> 8 direction logits."""
 
     def __init__(self, encoder: CalciumEncoder, encoder_lr_scale: float = 1.0) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import matplotlib.pyplot as plt  # headless runs set MPLBACKEND=Agg; notebooks use the inline backend
 
 from .filtering import short_name
@@ -95,8 +96,6 @@ def save_table(df: "pd.DataFrame", stem: str | Path, header: list[str], floatfmt
 # ------------------------------------------------------------------------------------------------ figures
 def plot_example_traces(recordings: list, source: str, seconds: float = 60.0, per_line: int = 2) -> plt.Figure:
     """dF/F of ``per_line`` ROIs per Cre line over the first ``seconds`` of the grating block (one row/line)."""
-    import numpy as np
-
     lines = list(dict.fromkeys(r.cre_line for r in recordings))
     fig, axes = plt.subplots(len(lines), 1, figsize=(8, 0.75 * len(lines) + 0.6), sharex=True)
     axes = np.atleast_1d(axes)
@@ -121,8 +120,6 @@ def plot_example_traces(recordings: list, source: str, seconds: float = 60.0, pe
 
 def plot_stimuli(recording: object, source: str, n_frames: int = 6) -> plt.Figure:
     """A few frames of the movie the sessions show (synthetic: procedural, from scikit-image photographs)."""
-    import numpy as np
-
     movie = recording.movie
     idx = np.linspace(0, movie.shape[0] - 1, n_frames).astype(int)
     fig, axes = plt.subplots(1, n_frames, figsize=(1.6 * n_frames, 1.2))
@@ -137,8 +134,6 @@ def plot_stimuli(recording: object, source: str, n_frames: int = 6) -> plt.Figur
 
 def plot_line_statistics(stats: "pd.DataFrame", source: str, kurtosis_col: str = "kurtosis_pearson") -> plt.Figure:  # noqa: F821
     """Per-line validation statistics: skewness, kurtosis, noise, fitted vs Allen decay, OSI, movie reliability."""
-    import numpy as np
-
     names = [short_name(l) for l in stats["cre_line"]]
     x = np.arange(len(names))
     panels = [("skewness", "mean skewness"), (kurtosis_col, "mean kurtosis (log)"),
@@ -189,8 +184,6 @@ def plot_regularity_scatter(neurons: "pd.DataFrame", lines: "pd.DataFrame", part
 
 def plot_knees(lines: "pd.DataFrame", partition: object, source: str) -> plt.Figure:  # noqa: F821
     """Sorted per-line means with the detected knee, for skewness and kurtosis."""
-    import numpy as np
-
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     pred = set(partition.predictable_lines)
     for ax, stat in zip(axes, ("skewness", "kurtosis")):
@@ -249,8 +242,6 @@ def plot_pretraining_curves(histories: dict, source: str, smooth: int = 10) -> p
 
 def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:  # noqa: F821
     """The three checks: masked reconstruction vs copy-last, probes pretrained vs random, std(Z_L) vs init."""
-    import numpy as np
-
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     seeds = summary["seed"].astype(str).tolist()
     x = np.arange(len(seeds))
@@ -278,8 +269,6 @@ def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:
 
 def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n: int = 6) -> plt.Figure:  # noqa: F821
     """True test frames (top row) and each method's reconstruction of the same windows (first seed)."""
-    import numpy as np
-
     idx = np.linspace(0, len(targets) - 1, n).astype(int)
     rows = ["true"] + list(examples)
     fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.0 * len(rows) + 0.3))
@@ -320,8 +309,6 @@ def plot_learning_curves(histories: dict, source: str, metric_label: str) -> plt
 
 def plot_confusion(confusion: dict, source: str) -> plt.Figure:
     """Direction confusion matrices (rows: true, columns: predicted; summed over seeds), one per method."""
-    import numpy as np
-
     names = list(confusion)
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3))
     axes = np.atleast_1d(axes)

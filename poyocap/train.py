@@ -11,8 +11,13 @@
 - optional weight snapshots every k steps (the loss-landscape analysis projects the trajectory on its PCs)
   and optional evaluation with best-model selection.
 
-A *task* is an ``nn.Module`` whose ``forward(batch)`` returns ``(loss, metrics: dict[str, float])``; it may
-define ``after_step()`` (e.g. an EMA update) and ``param_groups(lr)``.
+What ``train()`` optimises is an *objective* (:class:`Objective`): an ``nn.Module`` whose ``forward(batch)``
+returns ``(loss, metrics: dict[str, float])``, with ``param_groups(lr)`` and ``after_step()`` (e.g. an EMA
+update); :class:`ObjectiveBase` gives both their defaults. The optimiser and step budget come from
+:class:`poyocap.config.OptimConfig`, the loop's own settings from :class:`TrainSettings`.
+
+Layout (see ``docs/architecture.md``): :func:`build_optimizer`, :class:`Checkpointer` (save / restore),
+:func:`train_step`, :func:`write_outputs`; :func:`train` only strings them together.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -33,20 +38,15 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from .config import OptimConfig
 from .data.windows import collate
 from .repro import default_device
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Optimisation settings (filled from PretrainConfig / FinetuneConfig)."""
+    """Loop settings (the optimiser and step budget are an :class:`~poyocap.config.OptimConfig`)."""
 
-    steps: int
-    batch_size: int
-    lr: float
-    weight_decay: float = 0.05
-    warmup_steps: int = 0
-    grad_clip: float = 1.0
     snapshot_every: int = 0
     eval_every: int = 0
     checkpoint_every: int = 0  # 0: only at the end
@@ -54,25 +54,77 @@ class TrainSettings:
     frozen_first_group_steps: int = 0  # LR 0 for the first param group (the encoder) for this many steps
 
 
+@runtime_checkable
+class Objective(Protocol):
+    """What :func:`train` optimises."""
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def param_groups(self, lr: float) -> list[dict]: ...
+
+    def after_step(self) -> None: ...
+
+
+class ObjectiveBase(nn.Module):
+    """Defaults of the :class:`Objective` protocol: one parameter group, nothing after a step."""
+
+    def param_groups(self, lr: float) -> list[dict]:
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
+    def after_step(self) -> None:
+        return None
+
+
+@runtime_checkable
+class EpochAware(Protocol):
+    """Datasets that draw new random choices per epoch (``WindowDataset``: unit subsets)."""
+
+    def set_epoch(self, epoch: int) -> None: ...
+
+
 @dataclass
 class TrainResult:
     history: pd.DataFrame  # one row per logged step (+ eval rows)
-    task: nn.Module  # the trained task (best-by-eval if select_key was given)
+    objective: nn.Module  # the trained objective (best-by-eval if select_key was given)
     out_dir: Path | None
     steps_done: int
     seconds: float
     resumed_from: int
 
 
-def lr_lambda(settings: TrainSettings) -> Callable[[int], float]:
+@dataclass
+class LoopState:
+    """Where the loop is: everything a checkpoint needs besides model, optimiser and RNG states."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_score: float = -float("inf")
+    best_state: dict[str, torch.Tensor] | None = None
+
+
+def lr_lambda(optim: OptimConfig) -> Callable[[int], float]:
     """Warm-up then cosine to 10 % of the peak learning rate."""
     def f(step: int) -> float:
-        if settings.warmup_steps and step < settings.warmup_steps:
-            return (step + 1) / settings.warmup_steps
-        span = max(1, settings.steps - settings.warmup_steps)
-        progress = min(1.0, (step - settings.warmup_steps) / span)
+        if optim.warmup_steps and step < optim.warmup_steps:
+            return (step + 1) / optim.warmup_steps
+        span = max(1, optim.steps - optim.warmup_steps)
+        progress = min(1.0, (step - optim.warmup_steps) / span)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress))
     return f
+
+
+def build_optimizer(objective: Objective, optim: OptimConfig, frozen_first_group_steps: int = 0
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW over ``objective.param_groups`` and its warm-up + cosine schedule; the first group (the encoder)
+    optionally held at LR 0 for ``frozen_first_group_steps`` (frozen-encoder warm-up)."""
+    opt = torch.optim.AdamW(objective.param_groups(optim.lr), lr=optim.lr, weight_decay=optim.weight_decay)
+    base = lr_lambda(optim)
+    lambdas: list[Callable[[int], float]] = [base] * len(opt.param_groups)
+    if frozen_first_group_steps and len(lambdas) > 1:
+        lambdas[0] = lambda s: 0.0 if s < frozen_first_group_steps else base(s)
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
 
 
 def _dist() -> tuple[int, int]:
@@ -102,6 +154,20 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, rank: int = 0,
     return [perm[i * batch_size:(i + 1) * batch_size] for i in range(n_full)]
 
 
+def _batch_plan(dataset: Dataset, batch_size: int, seed: int, state: LoopState, rank: int, world: int
+                ) -> Iterator[list[int]]:
+    """Index lists from ``state``'s (epoch, batch) on; the caller advances ``state.batch_in_epoch`` per step."""
+    while True:
+        if isinstance(dataset, EpochAware):
+            dataset.set_epoch(state.epoch)
+        plan = epoch_batches(len(dataset), batch_size, seed, state.epoch, rank, world)
+        if not plan:
+            raise ValueError("the training set is empty")
+        while state.batch_in_epoch < len(plan):
+            yield plan[state.batch_in_epoch]
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+
+
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -128,26 +194,81 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def train(
-    task: nn.Module,
-    dataset: Dataset,
-    settings: TrainSettings,
-    seed: int,
-    out_dir: str | Path | None = None,
-    device: torch.device | str | None = None,
-    resume: bool = False,
-    eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
-    select_key: str | None = None,
-    config: dict | None = None,
-    progress: bool = True,
-    desc: str = "train",
-    stop_after: int | None = None,
-) -> TrainResult:
-    """Train ``task`` on ``dataset`` for ``settings.steps`` optimiser steps.
+class Checkpointer:
+    """Saves / restores everything an exact resume needs to ``<out_dir>/checkpoint.pt`` (rank 0 writes)."""
+
+    def __init__(self, out_dir: Path | None, enabled: bool = True, **extra: Any) -> None:
+        self.path = out_dir / "checkpoint.pt" if out_dir is not None else None
+        self.enabled = enabled and self.path is not None
+        self.extra = extra  # settings, seed, config: stored for the record
+
+    def save(self, objective: nn.Module, opt: torch.optim.Optimizer, sched: Any, state: LoopState) -> None:
+        if not self.enabled:
+            return
+        save_atomic({
+            "objective": objective.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "rng": _rng_state(),
+            "history": state.history, "best_score": state.best_score, "best_state": state.best_state, **self.extra,
+        }, self.path)
+
+    def restore(self, objective: nn.Module, opt: torch.optim.Optimizer, sched: Any, device: torch.device
+                ) -> LoopState | None:
+        """The saved loop state (model, optimiser, scheduler and RNGs restored in place), or None if none."""
+        if self.path is None or not self.path.exists():
+            return None
+        ckpt = torch.load(self.path, map_location=device, weights_only=False)
+        objective.load_state_dict(ckpt["objective"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        _set_rng_state(ckpt["rng"])
+        return LoopState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["history"],
+                         ckpt.get("best_score", -float("inf")), ckpt.get("best_state"))
+
+
+def train_step(model: nn.Module, objective: Objective, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+               sched: Any, grad_clip: float, amp: Any) -> tuple[torch.Tensor, dict[str, float], float | None]:
+    """One optimiser step; ``model`` is the objective or its DDP wrapper. Returns (loss, metrics, grad norm)."""
+    with amp:
+        loss, metrics = model(batch)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), grad_clip) if grad_clip else None
+    opt.step()
+    sched.step()
+    objective.after_step()
+    return loss, metrics, None if grad_norm is None else float(grad_norm)
+
+
+def _evaluate(objective: nn.Module, eval_fn: Callable | None, state: LoopState, select_key: str | None) -> None:
+    """Log ``eval_fn``'s scores; keep the state with the highest ``select_key``."""
+    if eval_fn is None:
+        return
+    objective.eval()
+    with torch.no_grad():
+        scores = eval_fn(objective, state.step)
+    objective.train()
+    state.history.append({"step": state.step, "kind": "eval", **scores})
+    if select_key is not None and scores[select_key] > state.best_score:
+        state.best_score = scores[select_key]
+        state.best_state = copy.deepcopy(objective.state_dict())
+
+
+def write_outputs(out: Path, history: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """``metrics.csv`` (the history) and ``summary.json`` of a run."""
+    history.to_csv(out / "metrics.csv", index=False, float_format="%.6g")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+
+
+def train(objective: Objective, dataset: Dataset, optim: OptimConfig, settings: TrainSettings = TrainSettings(), *,
+          seed: int, out_dir: str | Path | None = None, device: torch.device | str | None = None,
+          resume: bool = False, eval_fn: Callable[[nn.Module, int], dict[str, float]] | None = None,
+          select_key: str | None = None, config: dict | None = None, progress: bool = True, desc: str = "train",
+          stop_after: int | None = None) -> TrainResult:
+    """Train ``objective`` on ``dataset`` for ``optim.steps`` optimiser steps.
 
     Args:
-        eval_fn: called every ``eval_every`` steps and at the end with (task, step); its floats are logged.
-        select_key: keep the task state with the *highest* ``eval_fn()[select_key]`` (best-val selection).
+        eval_fn: called every ``settings.eval_every`` steps and at the end with (objective, step); floats logged.
+        select_key: keep the state with the *highest* ``eval_fn()[select_key]`` (best-val selection).
         stop_after: stop (with a checkpoint) after this many steps - used to test interruption + resume.
     """
     from tqdm import tqdm
@@ -157,131 +278,65 @@ def train(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None and rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-    task.to(device)
-    model: nn.Module = task
-    if world > 1:
-        # find_unused_parameters: e.g. the CE head gets no gradient in a batch without grating windows
-        model = nn.parallel.DistributedDataParallel(task, device_ids=[device.index] if device.type == "cuda" else None,
-                                                    find_unused_parameters=True)
-    groups = task.param_groups(settings.lr) if hasattr(task, "param_groups") else [
-        {"params": [p for p in task.parameters() if p.requires_grad]}]
-    opt = torch.optim.AdamW(groups, lr=settings.lr, weight_decay=settings.weight_decay)
-    base = lr_lambda(settings)
-    lambdas: list[Callable[[int], float]] = [base] * len(opt.param_groups)
-    if settings.frozen_first_group_steps and len(lambdas) > 1:  # frozen-encoder warm-up
-        k = settings.frozen_first_group_steps
-        lambdas[0] = lambda s: 0.0 if s < k else base(s)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
-    step, epoch, batch_in_epoch = 0, 0, 0
-    history: list[dict[str, Any]] = []
-    best_score, best_state = -float("inf"), None
-    ckpt_path = out / "checkpoint.pt" if out is not None else None
-    resumed_from = 0
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-        task.load_state_dict(ckpt["task"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
-        history = ckpt["history"]
-        best_score = ckpt.get("best_score", best_score)
-        best_state = ckpt.get("best_state")
-        _set_rng_state(ckpt["rng"])
-        resumed_from = step
-
-    def checkpoint() -> None:
-        if ckpt_path is None or rank != 0:
-            return
-        save_atomic({
-            "task": task.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch, "rng": _rng_state(),
-            "history": history, "settings": asdict(settings), "seed": seed, "config": config,
-            "best_score": best_score, "best_state": best_state,
-        }, ckpt_path)
-
-    def run_eval() -> None:
-        nonlocal best_score, best_state
-        if eval_fn is None:
-            return
-        task.eval()
-        with torch.no_grad():
-            scores = eval_fn(task, step)
-        task.train()
-        history.append({"step": step, "kind": "eval", **scores})
-        if select_key is not None and scores[select_key] > best_score:
-            best_score = scores[select_key]
-            best_state = copy.deepcopy(task.state_dict())
-
-    def batches() -> Iterator[list[int]]:
-        nonlocal epoch, batch_in_epoch
-        while True:
-            if hasattr(dataset, "set_epoch"):
-                dataset.set_epoch(epoch)
-            plan = epoch_batches(len(dataset), settings.batch_size, seed, epoch, rank, world)
-            if not plan:
-                raise ValueError("the training set is empty")
-            while batch_in_epoch < len(plan):
-                yield plan[batch_in_epoch]  # the loop advances batch_in_epoch after the step
-            epoch, batch_in_epoch = epoch + 1, 0
-
+    objective.to(device)
+    model: nn.Module = objective
+    if world > 1:  # find_unused_parameters: e.g. the CE head gets no gradient in a batch without grating windows
+        model = nn.parallel.DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda"
+                                                    else None, find_unused_parameters=True)
+    opt, sched = build_optimizer(objective, optim, settings.frozen_first_group_steps)
+    record = {"settings": {**asdict(optim), **asdict(settings)}, "seed": seed, "config": config}
+    ckpt = Checkpointer(out, enabled=rank == 0, **record)
+    state = (ckpt.restore(objective, opt, sched, device) if resume else None) or LoopState()
+    resumed_from = state.step
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
                                                                                                    enabled=False)
-    task.train()
-    if step == 0 and eval_fn is not None and settings.eval_every:
-        run_eval()
-    t_start = time.perf_counter()
-    samples = 0
-    last = stop_after if stop_after is not None else settings.steps
-    bar = tqdm(total=settings.steps, initial=step, desc=desc, disable=not progress or rank != 0, mininterval=2.0)
-    it = batches()
-    while step < min(settings.steps, last):
-        idx = next(it)
-        batch = _to(collate([dataset[i] for i in idx]), device)
-        with amp:
-            loss, metrics = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(task.parameters(), settings.grad_clip) if settings.grad_clip else None
-        opt.step()
-        sched.step()
-        if hasattr(task, "after_step"):
-            task.after_step()
-        batch_in_epoch += 1
-        step += 1
+    objective.train()
+    if state.step == 0 and settings.eval_every:
+        _evaluate(objective, eval_fn, state, select_key)
+    t_start, samples = time.perf_counter(), 0
+    last = min(optim.steps, stop_after if stop_after is not None else optim.steps)
+    bar = tqdm(total=optim.steps, initial=state.step, desc=desc, disable=not progress or rank != 0, mininterval=2.0)
+    plan = _batch_plan(dataset, optim.batch_size, seed, state, rank, world)
+    while state.step < last:
+        idx = next(plan)
+        loss, metrics, grad_norm = train_step(model, objective, _to(collate([dataset[i] for i in idx]), device),
+                                              opt, sched, optim.grad_clip, amp)
+        state.batch_in_epoch += 1
+        state.step += 1
         samples += len(idx) * world
-        if step % settings.log_every == 0 or step == settings.steps:
-            row = {"step": step, "kind": "train", "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
-                   "epoch": epoch, **{k: float(v) for k, v in metrics.items()}}
+        if state.step % settings.log_every == 0 or state.step == optim.steps:
+            row = {"step": state.step, "kind": "train", "loss": float(loss.detach()), "lr": sched.get_last_lr()[0],
+                   "epoch": state.epoch, **{k: float(v) for k, v in metrics.items()}}
             if grad_norm is not None:
-                row["grad_norm"] = float(grad_norm)
-            history.append(row)
-            rate = samples / max(time.perf_counter() - t_start, 1e-9)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", samples_s=f"{rate:.0f}")
+                row["grad_norm"] = grad_norm
+            state.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}",
+                            samples_s=f"{samples / max(time.perf_counter() - t_start, 1e-9):.0f}")
         bar.update(1)
-        if settings.snapshot_every and step % settings.snapshot_every == 0 and out is not None and rank == 0:
+        if settings.snapshot_every and state.step % settings.snapshot_every == 0 and out is not None and rank == 0:
             (out / "snapshots").mkdir(exist_ok=True)
-            save_atomic({k: v.detach().cpu() for k, v in task.state_dict().items()},
-                        out / "snapshots" / f"step_{step:06d}.pt")
-        if settings.eval_every and step % settings.eval_every == 0 and step < settings.steps:
-            run_eval()
-        if settings.checkpoint_every and step % settings.checkpoint_every == 0:
-            checkpoint()
+            save_atomic({k: v.detach().cpu() for k, v in objective.state_dict().items()},
+                        out / "snapshots" / f"step_{state.step:06d}.pt")
+        if settings.eval_every and state.step % settings.eval_every == 0 and state.step < optim.steps:
+            _evaluate(objective, eval_fn, state, select_key)
+        if settings.checkpoint_every and state.step % settings.checkpoint_every == 0:
+            ckpt.save(objective, opt, sched, state)
     bar.close()
-    if step >= settings.steps:
-        run_eval()
-    checkpoint()
+    finished = state.step >= optim.steps
+    if finished:
+        _evaluate(objective, eval_fn, state, select_key)
+    ckpt.save(objective, opt, sched, state)
     seconds = time.perf_counter() - t_start
-    hist = pd.DataFrame(history)
+    hist = pd.DataFrame(state.history)
     if out is not None and rank == 0:
-        hist.to_csv(out / "metrics.csv", index=False, float_format="%.6g")
-        (out / "summary.json").write_text(json.dumps({
-            "steps": step, "seed": seed, "seconds": round(seconds, 2), "settings": asdict(settings),
-            "samples_per_s": round(samples / max(seconds, 1e-9), 1), "best_score": best_score
-            if best_state is not None else None, "config": config,
-        }, indent=1, default=str))
-    if best_state is not None and step >= settings.steps:
-        task.load_state_dict(best_state)
-    return TrainResult(hist, task, out, step, seconds, resumed_from)
+        write_outputs(out, hist, {"steps": state.step, "seed": seed, "seconds": round(seconds, 2),
+                                  "settings": record["settings"],
+                                  "samples_per_s": round(samples / max(seconds, 1e-9), 1),
+                                  "best_score": state.best_score if state.best_state is not None else None,
+                                  "config": config})
+    if state.best_state is not None and finished:
+        objective.load_state_dict(state.best_state)
+    return TrainResult(hist, objective, out, state.step, seconds, resumed_from)
 
 
 def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -290,14 +345,6 @@ def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, torch.
         yield collate([dataset[i] for i in range(start, min(len(dataset), start + batch_size))])
 
 
-def settings_from(cfg: Any, snapshot_every: int = 0, eval_every: int = 0) -> TrainSettings:
-    """TrainSettings from a PretrainConfig or FinetuneConfig."""
-    return TrainSettings(
-        steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        warmup_steps=cfg.warmup_steps, grad_clip=cfg.grad_clip, snapshot_every=snapshot_every,
-        eval_every=eval_every,
-    )
-
-
-__all__: Sequence[str] = ("TrainSettings", "TrainResult", "train", "epoch_batches", "init_distributed",
-                          "eval_batches", "settings_from", "save_atomic")
+__all__: Sequence[str] = ("TrainSettings", "TrainResult", "Objective", "ObjectiveBase", "Checkpointer", "train",
+                          "train_step", "build_optimizer", "write_outputs", "epoch_batches", "init_distributed",
+                          "eval_batches", "save_atomic")

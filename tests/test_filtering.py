@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from poyocap import filtering, stages
+from poyocap import filtering, paths, stages
 from poyocap.data.validate import neuron_moments
 
 
@@ -116,5 +116,5 @@ def test_filtering_stage_on_smoke(smoke_cfg, smoke_recordings):
     assert stages.load_partition(smoke_cfg) == p
     assert set(result.lines["cre_line"]) == {r.cre_line for r in smoke_recordings}
     assert (result.bootstrap["p_predictable"].between(0, 1)).all()
-    header = (stages.paths.results_dir("smoke") / "filtering_thresholds.md").read_text()
+    header = (paths.results_dir("smoke") / "filtering_thresholds.md").read_text()
     assert "SYNTHETIC DATA" in header and "pearson" in header

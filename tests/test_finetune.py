@@ -130,6 +130,7 @@ def test_load_pretrained_asserts_exactly_the_new_keys(tmp_path):
 
 
 def test_frozen_encoder_warmup_and_lower_encoder_lr():
+    from poyocap.config import OptimConfig
     from poyocap.train import TrainSettings, train
 
     cfg = Config.for_scale("smoke")
@@ -145,7 +146,7 @@ def test_frozen_encoder_warmup_and_lower_encoder_lr():
 
     enc_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
     head_before = {k: v.clone() for k, v in model.readout.state_dict().items()}
-    settings = TrainSettings(steps=3, batch_size=4, lr=1e-2, frozen_first_group_steps=3)
-    res = train(model, ListDataset(8), settings, seed=0, device="cpu", progress=False)
-    assert all(torch.equal(enc_before[k], v) for k, v in res.task.encoder.state_dict().items())
-    assert any(not torch.equal(head_before[k], v) for k, v in res.task.readout.state_dict().items())
+    res = train(model, ListDataset(8), OptimConfig(steps=3, batch_size=4, lr=1e-2),
+                TrainSettings(frozen_first_group_steps=3), seed=0, device="cpu", progress=False)
+    assert all(torch.equal(enc_before[k], v) for k, v in res.objective.encoder.state_dict().items())
+    assert any(not torch.equal(head_before[k], v) for k, v in res.objective.readout.state_dict().items())

@@ -58,6 +58,27 @@ def test_config_is_frozen_and_validated():
     assert cfg.with_overrides(seed=3).seed == 3 and cfg.seed == 0
 
 
+@pytest.mark.parametrize("section, field, value", [
+    ("filtering", "partition", "manual"), ("filtering", "kurtosis_convention", "fisher"),
+    ("encoder", "cross_attention", "flash"), ("pretrain", "mask_mode", "block"), ("pretrain", "recon_loss", "l2"),
+    ("pretrain", "target", "teacher"),
+])
+def test_literal_fields_reject_other_values_by_name(section, field, value):
+    with pytest.raises(ValueError, match=rf"\.{field} must be one of .*got '{value}'"):
+        Config.for_scale("smoke").with_overrides(**{section: {field: value}})
+
+
+def test_one_optimiser_config_for_pretraining_and_finetuning():
+    from poyocap.config import OptimConfig
+
+    cfg = Config.for_scale("smoke")
+    assert isinstance(cfg.pretrain.optim, OptimConfig) and isinstance(cfg.finetune.optim, OptimConfig)
+    assert (cfg.pretrain.optim.steps, cfg.finetune.optim.steps) == (20, 20)
+    assert Config.for_scale("demo").finetune.optim.steps == 100 and Config.for_scale("demo").pretrain.optim.steps == 300
+    again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again.pretrain.optim == cfg.pretrain.optim
+
+
 def test_paths_follow_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("POYOCAP_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("POYOCAP_OUTPUT", str(tmp_path / "o"))

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from poyocap.config import EncoderConfig, PretrainConfig
+from poyocap.config import EncoderConfig, OptimConfig, PretrainConfig
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer, causal_mask, copy_last_baseline, latent_std, random_mask
 from poyocap.train import TrainSettings, epoch_batches, train
@@ -179,7 +179,7 @@ def _fresh_task(seed=0):
 
 def test_resume_equals_uninterrupted(tmp_path):
     ds = ListDataset(10)
-    settings = TrainSettings(steps=8, batch_size=3, lr=1e-3, warmup_steps=2)
+    settings = OptimConfig(steps=8, batch_size=3, lr=1e-3, warmup_steps=2)
     full = train(_fresh_task(), ds, settings, seed=1, out_dir=tmp_path / "full", device="cpu", progress=False)
     part = train(_fresh_task(), ds, settings, seed=1, out_dir=tmp_path / "cut", device="cpu", progress=False,
                  stop_after=5)
@@ -188,7 +188,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     resumed = train(_fresh_task(seed=3), ds, settings, seed=1, out_dir=tmp_path / "cut", device="cpu",
                     progress=False, resume=True)
     assert resumed.resumed_from == 5 and resumed.steps_done == 8
-    for (name, a), b in zip(full.task.state_dict().items(), resumed.task.state_dict().values()):
+    for (name, a), b in zip(full.objective.state_dict().items(), resumed.objective.state_dict().values()):
         assert torch.equal(a, b), name
     assert full.history["loss"].tolist() == resumed.history["loss"].tolist()
     assert (tmp_path / "full" / "metrics.csv").exists() and (tmp_path / "full" / "summary.json").exists()
@@ -204,9 +204,9 @@ def test_epoch_batches_cover_data_and_split_across_ranks():
 
 def test_snapshots_and_best_selection(tmp_path):
     ds = ListDataset(6)
-    settings = TrainSettings(steps=6, batch_size=3, lr=1e-3, snapshot_every=2, eval_every=2)
+    optim = OptimConfig(steps=6, batch_size=3, lr=1e-3)
     scores = iter([0.1, 0.9, 0.2, 0.3])
-    res = train(_fresh_task(), ds, settings, seed=0, out_dir=tmp_path, device="cpu", progress=False,
+    res = train(_fresh_task(), ds, optim, TrainSettings(snapshot_every=2, eval_every=2), seed=0, out_dir=tmp_path, device="cpu", progress=False,
                 eval_fn=lambda task, step: {"score": next(scores)}, select_key="score")
     assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == [
         "step_000002.pt", "step_000004.pt", "step_000006.pt"]

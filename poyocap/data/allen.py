@@ -3,8 +3,8 @@
 Two layers, so that the part that reads files is tested on our offline machines:
 
 - :func:`read_nwb` turns one local NWB 1.x file into a :class:`Recording` with ``h5py`` only, using the
-  released files' layout (FACTS.md): ``processing/brain_observatory_pipeline/DfOverF/imaging_plane_1/
-  {data (N, T), timestamps}``, ``.../ImageSegmentation/cell_specimen_ids``,
+  released files' layout (docs/architecture.md, "Reference numbers"):
+  ``processing/brain_observatory_pipeline/DfOverF/imaging_plane_1/{data (N, T), timestamps}``, ``.../ImageSegmentation/cell_specimen_ids``,
   ``stimulus/presentation/drifting_gratings_stimulus/{data, features, frame_duration}``,
   ``stimulus/presentation/natural_movie_one_stimulus/{data, frame_duration}``,
   ``stimulus/templates/natural_movie_one_image_stack/data`` and ``general/...`` metadata.

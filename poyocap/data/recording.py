@@ -25,7 +25,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 import h5py
 import numpy as np
@@ -65,107 +65,20 @@ class Recording:
 
     # ------------------------------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
+        """Validate every field (a clear ``ValueError`` naming the session and field) and normalise dtypes."""
         sid = self.session_id or "<no session_id>"
 
         def bad(field_name: str, why: str) -> ValueError:
             return ValueError(f"session {sid}: field '{field_name}': {why}")
 
-        if not isinstance(self.session_id, str) or not self.session_id:
-            raise bad("session_id", "must be a non-empty string")
-        for name in ("cre_line", "mouse_id", "area", "indicator"):
-            if not isinstance(getattr(self, name), str) or not getattr(self, name):
-                raise bad(name, "must be a non-empty string")
-        if self.cell_class not in CELL_CLASSES:
-            raise bad("cell_class", f"must be one of {CELL_CLASSES}, got {self.cell_class!r}")
-
-        dff = np.asarray(self.dff)
-        if dff.ndim != 2:
-            raise bad("dff", f"must be 2-D (T, N), got shape {dff.shape}")
-        if dff.shape[0] == 0 or dff.shape[1] == 0:
-            raise bad("dff", f"empty session (shape {dff.shape})")
-        if not np.issubdtype(dff.dtype, np.floating):
-            raise bad("dff", f"must be floating point, got {dff.dtype}")
-        dff = dff.astype(np.float32, copy=False)
-        if np.isinf(dff).any():
-            raise bad("dff", "contains +-inf")
+        _check_metadata(self, bad)
+        dff = _checked_dff(self.dff, bad)
         n_t, n_units = dff.shape
-
-        ts = np.asarray(self.timestamps, dtype=np.float64)
-        if ts.shape != (n_t,):
-            raise bad("timestamps", f"shape {ts.shape} does not match dff's T={n_t}")
-        if not np.isfinite(ts).all():
-            raise bad("timestamps", "contains NaN/inf")
-        if n_t > 1 and not (np.diff(ts) > 0).all():
-            raise bad("timestamps", "must be strictly increasing")
-
-        ids = list(self.unit_ids)
-        if len(ids) != n_units:
-            raise bad("unit_ids", f"{len(ids)} ids for {n_units} ROIs")
-        if len(set(ids)) != len(ids):
-            dup = sorted({u for u in ids if ids.count(u) > 1})[:3]
-            raise bad("unit_ids", f"duplicated ids, e.g. {dup}")
-        if not all(isinstance(u, str) and u.startswith(f"{self.session_id}/") for u in ids):
-            raise bad("unit_ids", "every id must be '<session_id>/<cell>' (globally unique)")
-
-        if not np.isfinite(self.depth_um) or self.depth_um < 0:
-            raise bad("depth_um", f"must be a non-negative finite depth, got {self.depth_um}")
-
-        trials = {k: np.asarray(v) for k, v in (self.grating_trials or {}).items()}
-        missing = [k for k in GRATING_FIELDS if k not in trials]
-        if missing:
-            raise bad("grating_trials", f"missing columns {missing}")
-        lengths = {len(trials[k]) for k in GRATING_FIELDS}
-        if len(lengths) != 1:
-            raise bad("grating_trials", "columns have different lengths")
-        start = trials["start"].astype(np.float64)
-        stop = trials["stop"].astype(np.float64)
-        if (stop <= start).any():
-            raise bad("grating_trials", "every trial needs stop > start")
-        if len(start) and (start.min() < ts[0] - 1e-6 or stop.max() > ts[-1] + 1.0):
-            raise bad("grating_trials", "trials lie outside the recording")
-        direction = trials["direction_deg"].astype(np.float64)
-        if np.isnan(direction).any():
-            raise bad("grating_trials", "blank sweeps (NaN direction) must be dropped before construction")
-        if not np.isin(direction, GRATING_DIRECTIONS).all():
-            raise bad("grating_trials", f"direction_deg must be in {GRATING_DIRECTIONS}")
-        if not np.isin(trials["temporal_freq_hz"].astype(np.float64), GRATING_TEMPORAL_FREQS).all():
-            raise bad("grating_trials", f"temporal_freq_hz must be in {GRATING_TEMPORAL_FREQS}")
-        self.grating_trials = {
-            "start": start, "stop": stop, "direction_deg": direction.astype(np.int64),
-            "temporal_freq_hz": trials["temporal_freq_hz"].astype(np.int64),
-        }
-
-        frames = np.asarray(self.movie_frames)
-        repeat = np.asarray(self.movie_repeat)
-        if frames.shape != (n_t,) or repeat.shape != (n_t,):
-            raise bad("movie_frames", f"movie_frames/movie_repeat must have shape ({n_t},)")
-        frames = frames.astype(np.int64)
-        repeat = repeat.astype(np.int64)
-        if (frames < -1).any():
-            raise bad("movie_frames", "frame index must be >= -1")
-        if ((frames >= 0) != (repeat >= 0)).any():
-            raise bad("movie_repeat", "must be >= 0 exactly where a movie frame is shown")
-        if self.movie is not None:
-            movie = np.asarray(self.movie)
-            if movie.ndim != 3 or movie.dtype != np.uint8:
-                raise bad("movie", f"must be uint8 (F, H, W), got {movie.dtype} {movie.shape}")
-            if frames.max(initial=-1) >= movie.shape[0]:
-                raise bad("movie_frames", f"index {frames.max()} beyond the movie's {movie.shape[0]} frames")
-            self.movie = movie
-        elif (frames >= 0).any():
-            raise bad("movie", "movie_frames reference a movie but movie is None")
-
-        # The one repair with a clear rule: NaN frames are masked and counted (ABO has a few).
-        nan_rows = np.isnan(dff).any(axis=1)
-        if nan_rows.all():
-            raise bad("dff", "every frame is NaN")
-        valid = np.ones(n_t, dtype=bool) if self.valid is None else np.asarray(self.valid, dtype=bool).copy()
-        if valid.shape != (n_t,):
-            raise bad("valid", f"must have shape ({n_t},)")
-        if nan_rows.any():
-            dff = dff.copy()
-            dff[nan_rows] = 0.0
-            valid &= ~nan_rows
+        ts = _checked_timestamps(self.timestamps, n_t, bad)
+        ids = _checked_unit_ids(self.unit_ids, self.session_id, n_units, bad)
+        self.grating_trials = _checked_trials(self.grating_trials, ts, bad)
+        frames, repeat, self.movie = _checked_movie(self.movie_frames, self.movie_repeat, self.movie, n_t, bad)
+        dff, valid = _masked_nan_frames(dff, self.valid, bad)
         self.n_nan_frames = int((~valid).sum())
         self.dff, self.timestamps, self.unit_ids = dff, ts, ids
         self.movie_frames, self.movie_repeat, self.valid = frames, repeat, valid
@@ -291,3 +204,118 @@ def _checksum(arrays: dict[str, np.ndarray], attrs: dict[str, Any]) -> str:
         if key != "checksum":
             h.update(f"{key}={attrs[key]}".encode())
     return h.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------- validation
+# Each helper checks one group of Recording fields; ``bad(field, why)`` builds the ValueError.
+Bad = Callable[[str, str], ValueError]
+
+
+def _check_metadata(rec: "Recording", bad: Bad) -> None:
+    if not isinstance(rec.session_id, str) or not rec.session_id:
+        raise bad("session_id", "must be a non-empty string")
+    for name in ("cre_line", "mouse_id", "area", "indicator"):
+        if not isinstance(getattr(rec, name), str) or not getattr(rec, name):
+            raise bad(name, "must be a non-empty string")
+    if rec.cell_class not in CELL_CLASSES:
+        raise bad("cell_class", f"must be one of {CELL_CLASSES}, got {rec.cell_class!r}")
+    if not np.isfinite(rec.depth_um) or rec.depth_um < 0:
+        raise bad("depth_um", f"must be a non-negative finite depth, got {rec.depth_um}")
+
+
+def _checked_dff(dff_in: np.ndarray, bad: Bad) -> np.ndarray:
+    dff = np.asarray(dff_in)
+    if dff.ndim != 2:
+        raise bad("dff", f"must be 2-D (T, N), got shape {dff.shape}")
+    if dff.shape[0] == 0 or dff.shape[1] == 0:
+        raise bad("dff", f"empty session (shape {dff.shape})")
+    if not np.issubdtype(dff.dtype, np.floating):
+        raise bad("dff", f"must be floating point, got {dff.dtype}")
+    dff = dff.astype(np.float32, copy=False)
+    if np.isinf(dff).any():
+        raise bad("dff", "contains +-inf")
+    return dff
+
+
+def _checked_timestamps(timestamps: np.ndarray, n_t: int, bad: Bad) -> np.ndarray:
+    ts = np.asarray(timestamps, dtype=np.float64)
+    if ts.shape != (n_t,):
+        raise bad("timestamps", f"shape {ts.shape} does not match dff's T={n_t}")
+    if not np.isfinite(ts).all():
+        raise bad("timestamps", "contains NaN/inf")
+    if n_t > 1 and not (np.diff(ts) > 0).all():
+        raise bad("timestamps", "must be strictly increasing")
+    return ts
+
+
+def _checked_unit_ids(unit_ids: Sequence[str], session_id: str, n_units: int, bad: Bad) -> list[str]:
+    ids = list(unit_ids)
+    if len(ids) != n_units:
+        raise bad("unit_ids", f"{len(ids)} ids for {n_units} ROIs")
+    if len(set(ids)) != len(ids):
+        dup = sorted({u for u in ids if ids.count(u) > 1})[:3]
+        raise bad("unit_ids", f"duplicated ids, e.g. {dup}")
+    if not all(isinstance(u, str) and u.startswith(f"{session_id}/") for u in ids):
+        raise bad("unit_ids", "every id must be '<session_id>/<cell>' (globally unique)")
+    return ids
+
+
+def _checked_trials(grating_trials: dict | None, ts: np.ndarray, bad: Bad) -> dict[str, np.ndarray]:
+    trials = {k: np.asarray(v) for k, v in (grating_trials or {}).items()}
+    missing = [k for k in GRATING_FIELDS if k not in trials]
+    if missing:
+        raise bad("grating_trials", f"missing columns {missing}")
+    if len({len(trials[k]) for k in GRATING_FIELDS}) != 1:
+        raise bad("grating_trials", "columns have different lengths")
+    start = trials["start"].astype(np.float64)
+    stop = trials["stop"].astype(np.float64)
+    if (stop <= start).any():
+        raise bad("grating_trials", "every trial needs stop > start")
+    if len(start) and (start.min() < ts[0] - 1e-6 or stop.max() > ts[-1] + 1.0):
+        raise bad("grating_trials", "trials lie outside the recording")
+    direction = trials["direction_deg"].astype(np.float64)
+    if np.isnan(direction).any():
+        raise bad("grating_trials", "blank sweeps (NaN direction) must be dropped before construction")
+    if not np.isin(direction, GRATING_DIRECTIONS).all():
+        raise bad("grating_trials", f"direction_deg must be in {GRATING_DIRECTIONS}")
+    if not np.isin(trials["temporal_freq_hz"].astype(np.float64), GRATING_TEMPORAL_FREQS).all():
+        raise bad("grating_trials", f"temporal_freq_hz must be in {GRATING_TEMPORAL_FREQS}")
+    return {"start": start, "stop": stop, "direction_deg": direction.astype(np.int64),
+            "temporal_freq_hz": trials["temporal_freq_hz"].astype(np.int64)}
+
+
+def _checked_movie(movie_frames: np.ndarray, movie_repeat: np.ndarray, movie: np.ndarray | None, n_t: int,
+                   bad: Bad) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    frames, repeat = np.asarray(movie_frames), np.asarray(movie_repeat)
+    if frames.shape != (n_t,) or repeat.shape != (n_t,):
+        raise bad("movie_frames", f"movie_frames/movie_repeat must have shape ({n_t},)")
+    frames, repeat = frames.astype(np.int64), repeat.astype(np.int64)
+    if (frames < -1).any():
+        raise bad("movie_frames", "frame index must be >= -1")
+    if ((frames >= 0) != (repeat >= 0)).any():
+        raise bad("movie_repeat", "must be >= 0 exactly where a movie frame is shown")
+    if movie is not None:
+        movie = np.asarray(movie)
+        if movie.ndim != 3 or movie.dtype != np.uint8:
+            raise bad("movie", f"must be uint8 (F, H, W), got {movie.dtype} {movie.shape}")
+        if frames.max(initial=-1) >= movie.shape[0]:
+            raise bad("movie_frames", f"index {frames.max()} beyond the movie's {movie.shape[0]} frames")
+    elif (frames >= 0).any():
+        raise bad("movie", "movie_frames reference a movie but movie is None")
+    return frames, repeat, movie
+
+
+def _masked_nan_frames(dff: np.ndarray, valid_in: np.ndarray | None, bad: Bad) -> tuple[np.ndarray, np.ndarray]:
+    """The one repair with a clear rule: NaN frames are masked (set to 0, ``valid`` False) and counted."""
+    n_t = dff.shape[0]
+    nan_rows = np.isnan(dff).any(axis=1)
+    if nan_rows.all():
+        raise bad("dff", "every frame is NaN")
+    valid = np.ones(n_t, dtype=bool) if valid_in is None else np.asarray(valid_in, dtype=bool).copy()
+    if valid.shape != (n_t,):
+        raise bad("valid", f"must have shape ({n_t},)")
+    if nan_rows.any():
+        dff = dff.copy()
+        dff[nan_rows] = 0.0
+        valid &= ~nan_rows
+    return dff, valid

@@ -1,6 +1,6 @@
 """Pools (which animals serve which stage) and leak-free splits (which frames serve train/val/test).
 
-**Pools** (DESIGN.md "Partition and pools"). The partition arrives as plain data (a set of predictable lines,
+**Pools** (docs/architecture.md, "Partition and pools"). The partition arrives as plain data (a set of predictable lines,
 or a set of predictable unit ids for the label-free mode); nothing here names lines.
 
 - ``pretrain``: mice of predictable lines;

@@ -78,7 +78,7 @@ class LinePhysiology:
     reliability: float  # fraction of drive that is stimulus-locked (rest: private noise)
     trial_cv: float  # CV of the multiplicative gain from one stimulus epoch to the next
     state_coupling: float  # exponent of the shared arousal/running gain
-    decay_s: float  # Allen event-decay constant for this line (FACTS.md), used as calcium decay
+    decay_s: float  # Allen event-decay constant for this line (docs/architecture.md), used as calcium decay
     areas: tuple[str, ...] = ("VISp", "VISl", "VISal", "VISpm", "VISam", "VISrl")
 
 
@@ -319,28 +319,7 @@ def simulate_session(
     phys = LINE_PHYSIOLOGY[line]
     ind = INDICATORS[phys.indicator]
     n_t = len(timeline.bank_index)
-    k_sub = phys.subunits
-
-    # ---- receptive fields -> linear drive of each subunit's quadrature pair, on the stimulus bank
-    gab = gabor_bank(rng, n_units * k_sub)  # (2, N*K, P)
-    proj = bank @ gab.reshape(-1, gab.shape[-1]).T  # (S, 2*N*K)
-    drive = proj[timeline.bank_index]  # (T, 2*N*K)
-    even, odd = drive[:, : n_units * k_sub], drive[:, n_units * k_sub:]
-    # space-time inseparable filtering: two delays on the quadrature pair -> direction selectivity
-    tau = rng.uniform(0.03, 0.07, size=1)[0]
-    h_fast, h_slow = _biphasic(tau), _biphasic(1.8 * tau)
-    sign = rng.choice([-1.0, 1.0], size=n_units * k_sub).astype(np.float32)  # preferred direction
-    e1 = signal.lfilter(h_fast, [1.0], even, axis=0)
-    o2 = signal.lfilter(h_slow, [1.0], odd, axis=0)
-    o1 = signal.lfilter(h_fast, [1.0], odd, axis=0)
-    e2 = signal.lfilter(h_slow, [1.0], even, axis=0)
-    lin = e1 + sign * o2
-    quad = o1 - sign * e2
-    energy = np.sqrt(lin**2 + quad**2)
-    w_cx = np.clip(rng.normal(phys.complex_fraction, 0.15, n_units * k_sub), 0, 1).astype(np.float32)
-    sub = (1 - w_cx) * lin + w_cx * energy
-    stim = sub.reshape(n_t, n_units, k_sub).mean(axis=2)
-    stim = (stim - stim.mean(0)) / (stim.std(0) + 1e-6)
+    stim = _stimulus_drive(rng, phys, n_units, timeline, bank)
 
     # ---- nonlinearity with private noise, state and trial-to-trial gain
     rel = np.clip(rng.normal(phys.reliability, 0.1, n_units), 0.05, 0.95).astype(np.float32)
@@ -385,6 +364,35 @@ def simulate_session(
     f_np = f_np_true + np.sqrt(f_np_true / 10.0) * rng.standard_normal(f_np_true.shape).astype(np.float32)
     f_corr = f_roi - IMAGING["neuropil_r_allen"] * f_np
     return allen_dff(f_corr.astype(np.float32)), spikes
+
+
+def _stimulus_drive(rng: np.random.Generator, phys: LinePhysiology, n_units: int, timeline: Timeline,
+                    bank: np.ndarray) -> np.ndarray:
+    """Receptive fields -> standardised linear drive of each ROI ``(T, N)``: Gabor subunits, quadrature pairs with
+    two delays (direction selectivity), a simple/complex mix, averaged over each ROI's subunits."""
+    n_t = len(timeline.bank_index)
+    k_sub = phys.subunits
+
+    gab = gabor_bank(rng, n_units * k_sub)  # (2, N*K, P)
+    proj = bank @ gab.reshape(-1, gab.shape[-1]).T  # (S, 2*N*K)
+    drive = proj[timeline.bank_index]  # (T, 2*N*K)
+    even, odd = drive[:, : n_units * k_sub], drive[:, n_units * k_sub:]
+    # space-time inseparable filtering: two delays on the quadrature pair -> direction selectivity
+    tau = rng.uniform(0.03, 0.07, size=1)[0]
+    h_fast, h_slow = _biphasic(tau), _biphasic(1.8 * tau)
+    sign = rng.choice([-1.0, 1.0], size=n_units * k_sub).astype(np.float32)  # preferred direction
+    e1 = signal.lfilter(h_fast, [1.0], even, axis=0)
+    o2 = signal.lfilter(h_slow, [1.0], odd, axis=0)
+    o1 = signal.lfilter(h_fast, [1.0], odd, axis=0)
+    e2 = signal.lfilter(h_slow, [1.0], even, axis=0)
+    lin = e1 + sign * o2
+    quad = o1 - sign * e2
+    energy = np.sqrt(lin**2 + quad**2)
+    w_cx = np.clip(rng.normal(phys.complex_fraction, 0.15, n_units * k_sub), 0, 1).astype(np.float32)
+    sub = (1 - w_cx) * lin + w_cx * energy
+    stim = sub.reshape(n_t, n_units, k_sub).mean(axis=2)
+    stim = (stim - stim.mean(0)) / (stim.std(0) + 1e-6)
+    return stim
 
 
 def _kernel_peak(a_d: float, a_r: float) -> float:

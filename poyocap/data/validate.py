@@ -14,7 +14,7 @@ from scipy import optimize, signal, stats
 
 from .recording import GRATING_DIRECTIONS, Recording
 
-#: Allen event-detection decay constants (s), per line (FACTS.md; midpoints where a range is given).
+#: Allen event-detection decay constants (s), per line (docs/architecture.md; midpoints where a range is given).
 ALLEN_DECAY_S: dict[str, float] = {
     "Slc17a7-IRES2-Cre": 0.347, "Emx1-IRES-Cre": 0.317, "Cux2-CreERT2": 0.346, "Rorb-IRES2-Cre": 0.405,
     "Rbp4-Cre_KL100": 0.450, "Scnn1a-Tg3-Cre": 0.406, "Nr5a1-Cre": 0.420, "Sst-IRES-Cre": 0.464,

@@ -15,7 +15,7 @@ never materialises per-token embeddings). A batch (after :func:`collate`) carrie
 :func:`flatten_tokens` gives the POYO-style flat token lists ``(B, K = T*U)`` when a model wants them.
 
 Windows are pre-sliced in memory (the dF/F arrays are shared, not copied); at paper scale the sessions
-would be read lazily from the per-session HDF5 cache instead (see DESIGN.md).
+would be read lazily from the per-session HDF5 cache instead (docs/architecture.md).
 """
 
 from __future__ import annotations

@@ -21,79 +21,29 @@ self-attention stack. ``forward`` returns the latents before (Z_1) and after (Z_
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import EncoderConfig
-
-
-# ------------------------------------------------------------------------------------------------- rotary
-class RotaryTime(nn.Module):
-    """Rotary embedding of continuous time: angles (…, N, rotate_dim/2) for log-spaced periods."""
-
-    def __init__(self, head_dim: int, t_min: float = 1e-4, t_max: float = 4.0) -> None:
-        super().__init__()
-        self.rotate_dim = max(2, (head_dim // 2) // 2 * 2)
-        n = self.rotate_dim // 2
-        periods = torch.exp(torch.linspace(math.log(t_min), math.log(t_max), n))
-        self.register_buffer("omega", 2 * math.pi / periods, persistent=False)
-
-    def forward(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """``t (B, N)`` seconds -> ``(cos, sin)`` each ``(B, 1, N, rotate_dim)`` (broadcast over heads)."""
-        ang = t.to(self.omega.dtype)[..., None] * self.omega  # (B, N, r/2)
-        ang = torch.cat([ang, ang], dim=-1)[:, None]
-        return ang.cos(), ang.sin()
-
-
-def rotate(x: Tensor, cos: Tensor, sin: Tensor, inverse: bool = False) -> Tensor:
-    """Rotate the first ``rotate_dim`` dims of ``x (B, H, N, hd)`` (rotate-half convention)."""
-    r = cos.shape[-1]
-    xr, xp = x[..., :r], x[..., r:]
-    x1, x2 = xr.chunk(2, dim=-1)
-    rot = torch.cat([-x2, x1], dim=-1)
-    s = -sin if inverse else sin
-    out = xr * cos + rot * s
-    return torch.cat([out, xp.expand(*out.shape[:-1], xp.shape[-1])], dim=-1)
+from .attention import FeedForward, RotaryCrossAttention, RotarySelfAttention, RotaryTime, rotate
 
 
 # ------------------------------------------------------------------------------------------------ blocks
-class FeedForward(nn.Module):
-    """Pre-norm MLP (GELU, x4)."""
-
-    def __init__(self, dim: int, dropout: float) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, 4 * dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(4 * dim, dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
-
-
 class SelfAttentionBlock(nn.Module):
-    """Pre-norm rotary self-attention + MLP over latents ``(B, L, D)``."""
+    """Pre-norm rotary self-attention + MLP over latents.
+
+    Shape:
+        x (B, L, D), cos / sin (B, 1, L, r) -> (B, L, D).
+    """
 
     def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
-        if dim % heads:
-            raise ValueError(f"dim {dim} not divisible by self_heads {heads}")
-        self.heads, self.head_dim = heads, dim // heads
-        self.norm = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.attn = RotarySelfAttention(dim, heads)
         self.ffn = FeedForward(dim, dropout)
         self.drop = nn.Dropout(dropout)
-        self.p_attn = 0.0
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(self.norm(x)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = rotate(q, cos, sin), rotate(k, cos, sin), rotate(v, cos, sin)
-        a = F.scaled_dot_product_attention(q, k, v, dropout_p=self.p_attn if self.training else 0.0)
-        a = rotate(a, cos, sin, inverse=True).transpose(1, 2).reshape(b, n, d)
-        x = x + self.drop(self.out(a))
+        x = x + self.drop(self.attn(x, rotary=(cos, sin)))
         return x + self.drop(self.ffn(x))
 
 
@@ -108,11 +58,7 @@ class TokenCrossAttention(nn.Module):
         self.value_map = nn.Linear(1, dim // 2)
         nn.init.trunc_normal_(self.value_map.weight, 0, 0.02)
         nn.init.zeros_(self.value_map.bias)
-        self.norm_q = nn.LayerNorm(dim)
-        self.norm_ctx = nn.LayerNorm(dim, eps=eps)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.attn = RotaryCrossAttention(dim, heads, rotate_values=True, kv_norm_eps=eps)  # norm_kv = LN of tokens
         self.ffn = FeedForward(dim, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -125,10 +71,11 @@ class TokenCrossAttention(nn.Module):
         q = torch.cat([self.value_map.bias.expand(unit_table.shape[0], d2), unit_table], dim=-1)  # (U, D)
         p_c = p - p.mean()
         q_c = q - q.mean(dim=-1, keepdim=True)
-        g, beta = self.norm_ctx.weight, self.norm_ctx.bias
-        kvp = self.to_kv(g * p_c)  # (2D,)
-        kvq = self.to_kv(g * q_c)  # (U, 2D)
-        kvb = self.to_kv(beta)  # (2D,)
+        g, beta = self.attn.norm_kv.weight, self.attn.norm_kv.bias
+        to_kv = self.attn.to_kv
+        kvp = to_kv(g * p_c)  # (2D,)
+        kvq = to_kv(g * q_c)  # (U, 2D)
+        kvb = to_kv(beta)  # (2D,)
         var = (p_c * p_c).mean(), (q_c * p_c).mean(-1), (q_c * q_c).mean(-1)
         return kvp, kvq, kvb, var[0], torch.stack(var[1:], dim=-1)
 
@@ -151,7 +98,7 @@ class TokenCrossAttention(nn.Module):
         v = values.to(kvq.dtype)  # (B, T, U)
         bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
         inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U) LayerNorm scale
-        q = self.to_q(self.norm_q(latents)).view(b, n_lat, h, e).transpose(1, 2)  # (B, H, L, e)
+        q = self.attn.project_queries(latents)  # (B, H, L, e)
         # Rotary acts on the first r dims of each head only. For those: q_l . rot(s_t) k == rot(tau_l - s_t) q_l . k,
         # which depends on the frame t; the other e - r dims do not, so they are computed once per (l, u).
         r = rot.rotate_dim
@@ -182,19 +129,10 @@ class TokenCrossAttention(nn.Module):
                  + c_lt.sum(-1, keepdim=True) * vb[None, :, None, r:])  # (B, H, L, e - r)
         out = torch.cat([out_r, out_p], dim=-1)  # (B, H, L, e)
         out = out.transpose(1, 2).reshape(b, n_lat, d)
-        x = latents + self.drop(self.out(out))
-        return x + self.drop(self.ffn(x))
+        return self._residual(latents, self.attn.out(out))
 
-    def _attend(self, latents: Tensor, lat_rot, k: Tensor, v: Tensor, tok_rot, mask: Tensor) -> Tensor:  # noqa: ANN001
-        b, n_lat, d = latents.shape
-        q = self.to_q(self.norm_q(latents)).view(b, n_lat, self.heads, self.head_dim).transpose(1, 2)
-        q = rotate(q, *lat_rot)
-        k = rotate(k, *tok_rot)
-        v = rotate(v, *tok_rot)  # POYO+ rotates values in the encoder and un-rotates at the latent's time
-        attn_mask = mask[:, None, None, :]
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        a = rotate(a, *lat_rot, inverse=True).transpose(1, 2).reshape(b, n_lat, d)
-        x = latents + self.drop(self.out(a))
+    def _residual(self, latents: Tensor, attended: Tensor) -> Tensor:
+        x = latents + self.drop(attended)
         return x + self.drop(self.ffn(x))
 
     def forward_reference(self, latents: Tensor, lat_t: Tensor, values: Tensor, unit_pos: Tensor,
@@ -205,10 +143,9 @@ class TokenCrossAttention(nn.Module):
         flat_v = values.reshape(b, n_t * n_u)
         flat_u = unit_pos[:, None, :].expand(b, n_t, n_u).reshape(b, -1)
         flat_t = frame_t[:, :, None].expand(b, n_t, n_u).reshape(b, -1)
-        k_tok = flat_v.shape[1]
         tokens = torch.cat([self.value_map(flat_v[..., None].to(unit_table.dtype)), unit_table[flat_u]], dim=-1)
-        kv = self.to_kv(self.norm_ctx(tokens)).view(b, k_tok, 2, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        return self._attend(latents, rot(lat_t), kv[0], kv[1], rot(flat_t), mask.reshape(b, -1))
+        attended = self.attn(latents, tokens, q_rot=rot(lat_t), kv_rot=rot(flat_t), mask=mask.reshape(b, -1))
+        return self._residual(latents, attended)
 
 
 # ------------------------------------------------------------------------------------------------ encoder

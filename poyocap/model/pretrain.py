@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from ..config import PretrainConfig
 from ..data.recording import GRATING_DIRECTIONS
+from ..train import ObjectiveBase
 from .encoder import CalciumEncoder
 
 N_DIRECTIONS = len(GRATING_DIRECTIONS)
@@ -50,8 +51,8 @@ def latent_std(z: Tensor) -> Tensor:
     return z.detach().float().reshape(-1, z.shape[-1]).std(dim=0).mean()
 
 
-class TwinMaskedPretrainer(nn.Module):
-    """Pretraining task (``forward(batch) -> (loss, metrics)`` for :func:`poyocap.train.train`)."""
+class TwinMaskedPretrainer(ObjectiveBase):
+    """Pretraining objective (``forward(batch) -> (loss, metrics)`` for :func:`poyocap.train.train`)."""
 
     def __init__(self, encoder: CalciumEncoder, cfg: PretrainConfig) -> None:
         super().__init__()
@@ -63,8 +64,6 @@ class TwinMaskedPretrainer(nn.Module):
         self.target_encoder: CalciumEncoder | None = None
         if cfg.target == "ema":
             self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
-        elif cfg.target != "shared":
-            raise ValueError(f"target must be 'shared' or 'ema', got {cfg.target!r}")
 
     def make_mask(self, lat_t: Tensor, window_s: float) -> Tensor:
         if self.cfg.mask_mode == "causal":

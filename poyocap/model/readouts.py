@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .encoder import FeedForward, RotaryTime, rotate
+from .attention import FeedForward, RotaryCrossAttention, RotaryTime
 
 
 class QueryReadout(nn.Module):
@@ -26,24 +25,16 @@ class QueryReadout(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
-        self.heads, self.head_dim = heads, dim // heads
         self.query = nn.Parameter(torch.randn(dim) * 0.02)
-        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.attn = RotaryCrossAttention(dim, heads, rotate_values=False)
         self.ffn = FeedForward(dim, dropout)
-        self.rot = RotaryTime(self.head_dim)
+        self.rot = RotaryTime(dim // heads)
 
     def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor) -> Tensor:
+        """Shape: z (B, L, D), lat_t (B, L), query_t (B, Q) -> (B, Q, D)."""
         b, n_q = query_t.shape
-        h, e = self.heads, self.head_dim
         x = self.query.expand(b, n_q, -1)
-        q = self.to_q(self.norm_q(x)).view(b, n_q, h, e).transpose(1, 2)
-        k, v = self.to_kv(self.norm_kv(z)).view(b, z.shape[1], 2, h, e).permute(2, 0, 3, 1, 4)
-        q_rot, k_rot = self.rot(query_t), self.rot(lat_t)
-        a = F.scaled_dot_product_attention(rotate(q, *q_rot), rotate(k, *k_rot), v)
-        x = x + self.out(a.transpose(1, 2).reshape(b, n_q, -1))
+        x = x + self.attn(x, z, q_rot=self.rot(query_t), kv_rot=self.rot(lat_t))
         return x + self.ffn(x)
 
 

@@ -1,0 +1,85 @@
+"""The method registry: every row of the main table (and, later, the ablation table) is one :class:`Method`.
+
+A method says where its encoder starts (a pretraining checkpoint or random init), which recordings it is fine-tuned
+on, how many steps it gets, and whether its data are transformed (a control). The fine-tuning stage runs every
+registered method that applies to the task; the tables iterate the same registry, so adding a method is adding
+one entry to :data:`METHODS` (``docs/architecture.md``, "How to add a method").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Init = Literal["pretrained", "scratch", "none"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """One fine-tuning recipe.
+
+    Attributes:
+        name: the row name in every table.
+        pretrain_data, finetune_data: how the tables describe its data.
+        init: ``pretrained`` (the pretraining stage's encoder of the same seed), ``scratch`` (random init) or
+            ``none`` (no model: the task's constant prediction, a floor).
+        pool: fine-tune on the ``downstream`` mice only or on ``all`` mice (pretrain + downstream); the test set is
+            always the downstream mice's.
+        budget: ``finetune`` steps, or ``finetune+pretrain`` (scratch gets the pretraining's steps as well).
+        transform: ``time_shuffle`` circularly shifts every ROI's trace (training and test data alike).
+        tasks: the downstream tasks it runs on.
+        seeds: ``all`` of the config's seeds, or only the ``first`` (cheap controls).
+        role: ``method`` (run for every seed, first) or ``floor`` (a reference level, after the methods).
+        paper: the paper's numbers for this row (``ssim``, ``acc``; real Allen data).
+        options: free-form settings for future variants (recorded in the artifact key).
+    """
+
+    name: str
+    pretrain_data: str
+    finetune_data: str
+    init: Init
+    pool: Literal["downstream", "all"] = "downstream"
+    budget: Literal["finetune", "finetune+pretrain"] = "finetune"
+    transform: Literal["none", "time_shuffle"] = "none"
+    tasks: tuple[str, ...] = ("movie", "gratings")
+    seeds: Literal["all", "first"] = "all"
+    role: Literal["method", "floor"] = "method"
+    paper: dict[str, float] = field(default_factory=dict)
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        """The method's part of an artifact directory name."""
+        return self.name.replace(" ", "_").replace("(", "").replace(")", "")
+
+    def run_seeds(self, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        return seeds if self.seeds == "all" else seeds[:1]
+
+
+METHODS: tuple[Method, ...] = (
+    Method("POYO-CAP", "predictable lines", "unpredictable lines (downstream mice)", init="pretrained",
+           paper={"ssim": 0.593, "acc": 0.555}),
+    Method("Scratch (all lines)", "none", "all lines (pretrain + downstream mice)", init="scratch", pool="all",
+           budget="finetune+pretrain", paper={"ssim": 0.528, "acc": 0.492}),
+    Method("Scratch (downstream)", "none", "unpredictable lines (downstream mice)", init="scratch",
+           budget="finetune+pretrain"),
+    Method("Mean-frame predictor", "-", "-", init="none", tasks=("movie",), role="floor"),
+    Method("Time-shuffled neurons", "-", "-", init="pretrained", transform="time_shuffle", tasks=("movie",),
+           seeds="first", role="floor"),
+)
+
+#: the reference every p-value in the main table is computed against
+REFERENCE_METHOD = "POYO-CAP"
+
+
+def get_method(name: str) -> Method:
+    """The registered method called ``name``."""
+    for method in METHODS:
+        if method.name == name:
+            return method
+    raise KeyError(f"no method {name!r}; registered: {', '.join(m.name for m in METHODS)}")
+
+
+def methods_for(task: str, role: str | None = None) -> list[Method]:
+    """Registered methods that run on ``task`` (optionally of one ``role``), in registry order."""
+    return [m for m in METHODS if task in m.tasks and (role is None or m.role == role)]

@@ -1,0 +1,104 @@
+"""What every stage shares: the config a notebook asks for, table headers, the recordings, artifact directories.
+
+See ``docs/architecture.md`` for how stages, methods and downstream tasks fit together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import paths
+from ..config import Config, stable_digest
+from ..data.recording import Recording
+from ..data.windows import WindowDataset
+
+
+def make_config(scale: str = "demo", source: str | None = None, seeds: str | Sequence[int] | None = None,
+                partition: str | None = None) -> Config:
+    """The scale's preset with the notebook's parameters applied (``seeds`` as ``"0,1,2"`` or a list)."""
+    cfg = Config.for_scale(scale)
+    over: dict[str, Any] = {}
+    if source:
+        over["data"] = {"source": source}
+    if seeds is not None and seeds != "":
+        seq = [int(s) for s in seeds.split(",")] if isinstance(seeds, str) else [int(s) for s in seeds]
+        if not seq:
+            raise ValueError("seeds must name at least one seed")
+        over["eval"] = {"seeds": tuple(seq)}
+        over["seed"] = seq[0]
+    if partition:
+        over["filtering"] = {"partition": partition}
+    return cfg.with_overrides(**over) if over else cfg
+
+
+def setup_notebook(scale: str = "demo", source: str | None = None, seeds: str | Sequence[int] | None = None,
+                   partition: str | None = None) -> Config:
+    """The preamble of every notebook: display options, the config from its parameters cell, one summary line."""
+    import pandas as pd
+
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_rows", 200)
+    cfg = make_config(scale, source, seeds, partition=partition)
+    print(f"scale={cfg.scale} source={cfg.data.source} ({source_label(cfg)}) seeds={list(cfg.eval.seeds)} "
+          f"partition={cfg.filtering.partition} config digest={cfg.digest()}")
+    return cfg
+
+
+def source_label(cfg: Config) -> str:
+    """How tables name their data: ``synthetic observatory (SYNTHETIC DATA)`` or ``Allen Brain Observatory``."""
+    return ("synthetic observatory (SYNTHETIC DATA)" if cfg.data.source == "synthetic"
+            else "Allen Brain Observatory (real data)")
+
+
+def table_header(cfg: Config, extra: str = "") -> list[str]:
+    """The lines every saved table starts with: data source, scale, config digest (+ ``extra``)."""
+    lines = [f"data source: {source_label(cfg)}", f"scale: {cfg.scale}; config digest {cfg.digest()}"]
+    if extra:
+        lines.append(extra)
+    return lines
+
+
+def load_recordings(cfg: Config, progress: bool = True) -> list[Recording]:
+    """Every session of the configured source (synthetic: generated once, then read from the cache)."""
+    data = cfg.data
+    if data.source == "synthetic":
+        from ..data.synthetic import SyntheticObservatory
+
+        return SyntheticObservatory(data, seed=0, cache_dir=paths.cache_dir()).load_all(progress=progress)
+    from ..data.allen import AllenObservatory
+
+    obs = AllenObservatory(paths.cache_dir() / "allen", cre_lines=data.cre_lines,
+                           max_sessions_per_line=data.max_sessions_per_line,
+                           frame_hw=(data.frame_height, data.frame_width))
+    return obs.load_all(progress=progress)
+
+
+def artifact_dir(cfg: Config, stage: str, sections: Sequence[str], version: int, name: str,
+                 **extra: Any) -> Path:
+    """``artifacts/<scale>/<stage>/<digest><name>``: the digest covers the named config sections, the stage's
+    artifact ``version`` and ``extra`` (e.g. the predictable lines), so a changed input gets a new directory."""
+    d = cfg.to_dict()
+    payload = {k: d[k] for k in sections} | {"version": version} | extra
+    return paths.artifacts_dir(cfg.scale, stage) / f"{stable_digest(payload)}{name}"
+
+
+def is_cached(out_dir: Path, files: Sequence[str], force: bool = False) -> bool:
+    """A finished run is reused when every file it wrote is there (and ``force`` is off)."""
+    return not force and all((out_dir / f).exists() for f in files)
+
+
+def keep_every(dataset: WindowDataset, every: int) -> WindowDataset:
+    """Keep every ``every``-th window (in table order) of ``dataset``, in place; returns it."""
+    if every > 1:
+        dataset.table = dataset.table.select(np.arange(len(dataset.table)) % every == 0)
+    return dataset
+
+
+def subsample(dataset: WindowDataset, max_windows: int) -> WindowDataset:
+    """Keep every k-th window so that at most ``max_windows`` remain (the same windows for every method)."""
+    if max_windows > 0 and len(dataset) > max_windows:
+        keep_every(dataset, int(np.ceil(len(dataset) / max_windows)))
+    return dataset

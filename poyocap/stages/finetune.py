@@ -1,0 +1,228 @@
+"""Notebooks 04-05: every registered method (``poyocap.methods``) fine-tuned on one downstream task, every seed.
+
+Protocol shared by all methods: the downstream mice's test windows (subsampled evenly to at most
+``finetune.max_eval_windows``), the checkpoint with the best validation score, the same evaluation code
+(``poyocap.tasks``). Runs are cached per config / task / method / seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ..config import Config
+from ..data.recording import Recording
+from ..data.splits import make_pools
+from ..data.windows import UnitVocab, WindowTable
+from ..finetune import load_pretrained
+from ..methods import Method, methods_for
+from ..model.encoder import CalciumEncoder
+from ..repro import seed_everything
+from ..tasks import DownstreamTask, get_task
+from ..train import TrainSettings, eval_batches, train
+from .common import artifact_dir, is_cached, load_recordings, subsample
+from .filtering import load_partition
+from .pretrain import PretrainStage, pretrain_stage
+
+FINETUNE_ARTIFACT_VERSION = 2
+RUN_FILES = ("model.pt", "metrics.csv", "eval.npz")
+
+
+@dataclass
+class FinetuneStage:
+    task: str  # "movie" | "gratings"
+    per_seed: pd.DataFrame  # one row per (method, seed): test metrics
+    items: dict  # (method, seed) -> per-test-item score array (aligned across methods)
+    histories: dict  # (method, seed) -> training history
+    examples: dict  # method -> predictions for the first test items (first seed)
+    targets: Any  # the matching true frames (movie) / all true labels (gratings)
+    confusion: dict  # method -> summed confusion matrix over seeds (gratings)
+    loss_spec: str
+    n_test: int
+    metric: str = "ssim"  # headline metric column of per_seed (the task's)
+    label: str = "ssim"  # its short label in the main table
+    table_extras: tuple[str, ...] = ()  # extra metrics the main table averages over seeds
+
+
+@dataclass
+class Pool:
+    """Recordings and their windows of one task."""
+
+    recordings: list[Recording]
+    table: WindowTable
+
+    def units(self) -> list[str]:
+        return [u for r in self.recordings for u in r.unit_ids]
+
+
+@dataclass
+class FinetuneSetup:
+    """What every run of one task shares."""
+
+    cfg: Config
+    task: DownstreamTask
+    pretrain: PretrainStage
+    downstream: Pool
+    everyone: Pool  # pretrain + downstream mice (scratch on all lines)
+    root: Path = field(default=Path("."))
+    _shuffled: Pool | None = None
+
+    def pools(self, method: Method) -> tuple[Pool, Pool]:
+        """(training pool, evaluation pool) of ``method``: the test set is always the downstream mice's."""
+        if method.transform == "time_shuffle":
+            if self._shuffled is None:
+                recs = time_shuffled(self.downstream.recordings, seed=self.cfg.eval.seeds[0])
+                self._shuffled = Pool(recs, self.task.windows(recs))  # same stimulus schedule as downstream
+            return self._shuffled, self._shuffled
+        return (self.everyone if method.pool == "all" else self.downstream), self.downstream
+
+    def steps(self, method: Method) -> int:
+        extra = self.cfg.pretrain.optim.steps if method.budget == "finetune+pretrain" else 0
+        return self.cfg.finetune.optim.steps + extra
+
+    def eval_split(self, pool: Pool, split: str, vocab: UnitVocab, max_windows: int):  # noqa: ANN201
+        return subsample(self.task.dataset(pool.recordings, pool.table, split, vocab), max_windows)
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    per_item: np.ndarray
+    pred: Tensor
+    target: Tensor
+    history: pd.DataFrame | None
+
+
+def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]:
+    """Each ROI's dF/F circularly shifted by its own random offset (>= 30 s): keeps every trace's statistics,
+    destroys its alignment with the stimulus (the "time-shuffled neurons" floor)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in recordings:
+        shifts = rng.integers(900, max(901, r.n_frames - 900), size=r.n_units)
+        dff = np.stack([np.roll(r.dff[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
+        out.append(dataclasses.replace(r, dff=dff, valid=None))
+    return out
+
+
+def _initial_model(setup: FinetuneSetup, method: Method, seed: int, train_pool: Pool) -> tuple[nn.Module, UnitVocab]:
+    """The decoder from the pretrained encoder of ``seed`` (downstream units appended) or from random init."""
+    if method.init == "pretrained":
+        enc_path = next(r.out_dir for r in setup.pretrain.runs if r.seed == seed) / "encoder.pt"
+        cls, kwargs = setup.task.decoder()
+        model, vocab, _ = load_pretrained(enc_path, setup.cfg, train_pool.units(), cls, **kwargs)
+        return model, vocab
+    vocab = UnitVocab(train_pool.units())
+    return setup.task.build(CalciumEncoder(setup.cfg.encoder, len(vocab))), vocab
+
+
+def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = False,
+               progress: bool = True) -> RunResult:
+    """Fine-tune (or reuse) ``method`` with ``seed``, select on validation, score on the test set."""
+    cfg, task, fc = setup.cfg, setup.task, setup.cfg.finetune
+    out = setup.root.with_name(f"{setup.root.name}-{method.slug}-seed{seed}")
+    train_pool, eval_pool = setup.pools(method)
+    seed_everything(seed)
+    model, vocab = _initial_model(setup, method, seed, train_pool)
+    steps = setup.steps(method)
+    train_ds = task.dataset(train_pool.recordings, train_pool.table, "train", vocab, train=True)
+    val_ds = setup.eval_split(eval_pool, "val", vocab, fc.max_eval_windows // 4)
+    test_ds = setup.eval_split(eval_pool, "test", vocab, fc.max_eval_windows)
+
+    def val_score(m: nn.Module, step: int) -> dict[str, float]:
+        return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
+
+    if is_cached(out, RUN_FILES, force):
+        model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=False))
+        history = pd.read_csv(out / "metrics.csv")
+    else:
+        settings = TrainSettings(eval_every=fc.eval_every,
+                                 frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
+        res = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
+                    device="cpu" if cfg.scale != "paper" else None, eval_fn=val_score, select_key="val_score",
+                    config=cfg.to_dict(), progress=progress, desc=f"{task.name} {method.name} seed {seed}",
+                    resume=not force)
+        model, history = res.objective.cpu(), res.history
+        torch.save(model.state_dict(), out / "model.pt")
+    pred, target = task.predict(model, test_ds)
+    per = task.score_items(pred, target)
+    metrics = {"method": method.name, "seed": seed, "steps": steps, "n_test": len(test_ds)}
+    metrics.update(task.test_metrics(model, pred, target, per, test_ds,
+                                     lambda split: setup.eval_split(eval_pool, split, vocab, fc.max_eval_windows)))
+    np.savez(out / "eval.npz", per_item=per)
+    return RunResult(metrics, per, pred, target, history)
+
+
+def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
+    """A model-free floor (``init="none"``): the task's constant prediction on the downstream test set."""
+    pool = setup.downstream
+    test = setup.eval_split(pool, "test", UnitVocab(pool.units()), setup.cfg.finetune.max_eval_windows)
+    target = torch.cat([setup.task.target(b) for b in eval_batches(test, 256)])
+    pred = setup.task.constant_prediction(pool.recordings, pool.table, target)
+    if pred is None:
+        return None
+    per = setup.task.score_items(pred, target)
+    metrics = {"method": method.name, "seed": -1, "steps": 0, "n_test": len(test),
+               **setup.task.constant_metrics(pred, target, per)}
+    return RunResult(metrics, per, pred, target, None)
+
+
+def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] | None = None,
+                   progress: bool = True) -> FinetuneSetup:
+    """Task, pools, cached pretrained encoders (trained if missing) and the artifact root of one task."""
+    task = get_task(task_name, cfg)
+    if recordings is None:
+        recordings = load_recordings(cfg, progress=progress)
+    partition = load_partition(cfg)
+    pools = make_pools(recordings, partition.predictable_lines)
+    down = [r for r in recordings if r.session_id in pools.downstream]
+    pre = [r for r in recordings if r.session_id in pools.pretrain]
+    if not down:
+        raise ValueError("the downstream pool is empty")
+    pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
+    root = artifact_dir(cfg, f"finetune_{task.name}", ("data", "encoder", "pretrain", "finetune"),
+                        FINETUNE_ARTIFACT_VERSION, "", lines=list(partition.predictable_lines), task=task.name,
+                        loss=task.loss_spec)
+    return FinetuneSetup(cfg, task, pretrain, Pool(down, task.windows(down)),
+                         Pool(pre + down, task.windows(pre + down)), root)
+
+
+def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | None = None, progress: bool = True,
+                   force: bool = False, floors: bool = True) -> FinetuneStage:
+    """Every registered method of ``task`` (``methods_for``), every seed, on the downstream pool's test windows.
+
+    Methods (role ``method``) run seed by seed; then the floors (role ``floor``, when ``floors``). Scratch runs get
+    the pretraining's steps added to their budget (``Method.budget``); every run keeps its best-validation state.
+    """
+    setup = finetune_setup(cfg, task, recordings, progress)
+    seeds = tuple(cfg.eval.seeds)
+    plan = [(m, s) for s in seeds for m in methods_for(task, "method") if s in m.run_seeds(seeds)]
+    if floors:
+        plan += [(m, s) for m in methods_for(task, "floor") for s in (m.run_seeds(seeds) if m.init != "none" else (-1,))]
+    rows, items, histories, examples, confusion = [], {}, {}, {}, {}
+    targets_out: Any = None
+    for method, seed in plan:
+        res = floor_result(setup, method) if method.init == "none" else run_method(setup, method, seed, force,
+                                                                                    progress)
+        if res is None:
+            continue
+        if "confusion" in res.metrics:
+            confusion[method.name] = confusion.get(method.name, 0) + res.metrics.pop("confusion")
+        items[(method.name, seed)] = res.per_item
+        rows.append(res.metrics)
+        if res.history is not None:
+            histories[(method.name, seed)] = res.history
+        if seed == seeds[0] and method.role == "method":
+            examples[method.name] = setup.task.examples(res.pred)
+            targets_out = setup.task.examples(res.target)
+    per_seed = pd.DataFrame(rows)
+    t = setup.task
+    return FinetuneStage(task, per_seed, items, histories, examples, targets_out, confusion, t.loss_spec,
+                         int(per_seed["n_test"].iloc[0]), t.metric, t.label, t.table_extras)

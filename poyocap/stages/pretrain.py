@@ -1,0 +1,169 @@
+"""Notebook 03: latent masked pretraining on the predictable pool, one run per seed, and its evaluation.
+
+Pretraining *counts* (:func:`pretraining_checks`) only if linear probes on its frozen latents beat the same probes
+on a random-init encoder (grating direction and movie time) and std(Z_L) keeps at least
+:data:`STD_RATIO_FLOOR` of its value at initialisation (no collapse).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import filtering, paths
+from ..config import Config
+from ..data.recording import Recording
+from ..data.splits import Pools, build_splits, make_pools
+from ..data.windows import UnitVocab, WindowDataset, grating_windows, movie_windows, pretrain_windows
+from ..evaluate import latent_features, masked_reconstruction, per_session_probe
+from ..model.encoder import CalciumEncoder
+from ..model.pretrain import TwinMaskedPretrainer
+from ..plotting import save_table
+from ..repro import run_metadata, seed_everything
+from ..train import TrainSettings, save_atomic, train
+from .common import artifact_dir, is_cached, keep_every, load_recordings, table_header
+from .filtering import load_partition
+
+#: Bump when the training or evaluation code changes what a cached run would contain.
+PRETRAIN_ARTIFACT_VERSION = 3
+#: std(Z_L) on held-out windows must keep at least this fraction of its value at initialisation.
+STD_RATIO_FLOOR = 0.5
+#: files a finished pretraining run leaves; all must exist for it to be reused
+RUN_FILES = ("encoder.pt", "metrics.csv", "evaluation.json")
+
+
+@dataclass
+class PretrainRun:
+    seed: int
+    out_dir: Path
+    encoder: CalciumEncoder
+    history: pd.DataFrame
+    evaluation: dict[str, float]
+    cached: bool
+
+
+@dataclass
+class PretrainStage:
+    runs: list[PretrainRun]
+    summary: pd.DataFrame
+    pool: pd.DataFrame
+    vocab_size: int
+
+
+def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filtering.Partition
+                  ) -> tuple[Pools, list[Recording], UnitVocab, dict[str, WindowDataset]]:
+    """Pretrain-pool recordings, their unit vocabulary, and the train / val / probe datasets."""
+    pools = make_pools(recordings, partition.predictable_lines)
+    recs = [r for r in recordings if r.session_id in pools.pretrain]
+    if not recs:
+        raise ValueError("the pretrain pool is empty: the partition names no predictable line present in the data")
+    vocab = UnitVocab([u for r in recs for u in r.unit_ids])
+    splits = build_splits(recs, cfg.data.novel_frames_fraction)
+    w = cfg.data.pretrain_window_s
+    table = pretrain_windows(recs, splits, w, stride_s=0.25)
+
+    def ds(tab, split: str, train: bool = False, every: int = 1) -> WindowDataset:  # noqa: ANN001
+        return keep_every(WindowDataset(recs, tab, split, vocab, cfg.data.max_units, train=train, seed=cfg.seed),
+                          every)
+
+    gr = grating_windows(recs, splits, w)
+    mv = movie_windows(recs, splits, w, cfg.data.movie_lag_s)
+    mv.direction = (mv.frame * 10 // max(cfg.data.movie_frames, 1)).astype(np.int64)  # probe target: 10 time bins
+    data = {
+        "train": ds(table, "train", train=True), "val": ds(table, "val"),
+        "probe_grating_train": ds(gr, "train"), "probe_grating_test": ds(gr, "test"),
+        "probe_movie_train": ds(mv, "train", every=3), "probe_movie_test": ds(mv, "test", every=2),
+    }
+    return pools, recs, vocab, data
+
+
+def pretraining_checks(evaluation: Mapping[str, float]) -> dict[str, bool]:
+    """The rules that decide whether a pretraining run counts (all must hold)."""
+    return {
+        "grating probe beats random init": bool(evaluation["probe_grating_pretrained"]
+                                                > evaluation["probe_grating_random"]),
+        "movie probe beats random init": bool(evaluation["probe_movie_pretrained"] > evaluation["probe_movie_random"]),
+        f"std(Z_L) >= {STD_RATIO_FLOOR:.0%} of init": bool(evaluation["std_ratio"] >= STD_RATIO_FLOOR),
+    }
+
+
+def pretraining_verdicts(summary: pd.DataFrame) -> list[str]:
+    """One line per seed: COUNTS / DOES NOT COUNT and each check."""
+    lines = []
+    for _, row in summary.iterrows():
+        checks = pretraining_checks(row)
+        verdict = "COUNTS" if all(checks.values()) else "DOES NOT COUNT"
+        lines.append(f"seed {int(row['seed'])}: {verdict}  "
+                     + "; ".join(f"{k}: {'yes' if v else 'no'}" for k, v in checks.items()))
+    return lines
+
+
+def evaluate_pretraining(cfg: Config, objective: TwinMaskedPretrainer, data: dict[str, WindowDataset],
+                         seed: int) -> dict[str, float]:
+    """Held-out masked reconstruction vs copy-last, aux accuracy, std(Z_L) vs init, linear probes vs random init."""
+    out = {f"val_{k}": v for k, v in masked_reconstruction(objective, data["val"]).items()}
+    seed_everything(seed)
+    random_enc = CalciumEncoder(cfg.encoder, objective.encoder.n_units)  # the same init the run started from
+    with torch.no_grad():
+        out["std_zl_init"] = masked_reconstruction(type(objective)(random_enc, cfg.pretrain), data["val"])["std_zl"]
+    out["std_ratio"] = out["val_std_zl"] / out["std_zl_init"]
+    for name, enc in (("pretrained", objective.encoder), ("random", random_enc)):
+        for probe in ("grating", "movie"):
+            tr = latent_features(enc, data[f"probe_{probe}_train"])
+            te = latent_features(enc, data[f"probe_{probe}_test"])
+            out[f"probe_{probe}_{name}"] = per_session_probe(tr, te)
+    out["pretraining_counts"] = float(all(pretraining_checks(out).values()))
+    return out
+
+
+def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
+                 seed: int, force: bool = False, progress: bool = True) -> PretrainRun:
+    """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate."""
+    out = artifact_dir(cfg, "pretrain", ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
+                       f"-seed{seed}", predictable_lines=list(partition.predictable_lines))
+    seed_everything(seed)
+    objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
+    if is_cached(out, RUN_FILES, force):
+        objective.load_state_dict(torch.load(out / "encoder.pt", map_location="cpu", weights_only=False)["objective"])
+        return PretrainRun(seed, out, objective.encoder, pd.read_csv(out / "metrics.csv"),
+                           json.loads((out / "evaluation.json").read_text()), cached=True)
+    settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every)
+    result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
+                   device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
+                   desc=f"pretrain seed {seed}", resume=not force)
+    objective = result.objective.cpu()
+    evaluation = evaluate_pretraining(cfg, objective, data, seed)
+    (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
+    save_atomic({"objective": objective.state_dict(), "encoder": objective.encoder.state_dict(),
+                 "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,
+                 "predictable_lines": list(partition.predictable_lines),
+                 "metadata": run_metadata(cfg, seed=seed)}, out / "encoder.pt")
+    return PretrainRun(seed, out, objective.encoder, result.history, evaluation, cached=False)
+
+
+def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, progress: bool = True,
+                   force: bool = False) -> PretrainStage:
+    """One pretraining run per seed on the predictable pool (reused from the artifact dir unless the config
+    changed or ``force``); evaluation of each run; encoder checkpoints for fine-tuning."""
+    if recordings is None:
+        recordings = load_recordings(cfg, progress=progress)
+    partition = load_partition(cfg)
+    pools, _, vocab, data = pretrain_data(cfg, recordings, partition)
+    runs = [pretrain_run(cfg, partition, vocab, data, seed, force, progress) for seed in cfg.eval.seeds]
+    summary = pd.DataFrame([_summary_row(r) for r in runs])
+    save_table(summary, paths.results_dir(cfg.scale) / "pretraining_summary", table_header(
+        cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
+             f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
+    return PretrainStage(runs, summary, pd.DataFrame(pools.summary(recordings)), len(vocab))
+
+
+def _summary_row(run: PretrainRun) -> dict[str, Any]:
+    train_rows = run.history[run.history["kind"] == "train"]
+    return {"seed": run.seed, "steps": int(train_rows["step"].max()),
+            "final_recon": float(train_rows["recon"].tail(10).mean()), **run.evaluation}

@@ -1,0 +1,209 @@
+"""Downstream tasks: what fine-tuning decodes and how it is scored.
+
+A :class:`DownstreamTask` owns everything task-specific - its windows, its datasets, the decoder it builds, the
+targets and predictions it compares, the per-item headline score and the extra test metrics - so the fine-tuning
+stage, the main table and the analyses never switch on the task's name. Two tasks exist:
+
+- :class:`MovieTask`: natural-movie frame reconstruction (``MovieDecoder``), headline SSIM per frame.
+- :class:`GratingTask`: drifting-grating direction (``GratingDecoder``, 8 classes), headline accuracy.
+
+Adding a task = one subclass + one entry in :data:`TASKS` (``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .config import Config
+from .data.recording import Recording
+from .data.splits import SPLIT_CODE, build_splits
+from .data.windows import UnitVocab, WindowDataset, WindowTable, grating_windows, movie_windows
+from .evaluate import confusion_matrix, frame_identification, pixel_correlation, ssim_per_frame, ssim_torchmetrics
+from .finetune import GratingDecoder, MovieDecoder, mean_frame
+from .losses import MovieLoss, load_lpips
+from .model.encoder import CalciumEncoder
+from .train import eval_batches
+
+#: ``make_split(split)`` -> that split of the evaluation pool, subsampled like the test set
+SplitMaker = Callable[[str], WindowDataset]
+
+
+class DownstreamTask:
+    """Base class; subclasses set the class attributes and the task-specific methods."""
+
+    name: ClassVar[str]
+    metric: ClassVar[str]  # headline metric column of the per-seed table ("ssim", "accuracy")
+    label: ClassVar[str]  # its short label in the main table ("ssim", "acc")
+    curve_label: ClassVar[str]  # y label of the learning curves
+    with_images: ClassVar[bool] = False
+    table_extras: ClassVar[tuple[str, ...]] = ()  # extra test metrics the main table averages over seeds
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+
+    # ------------------------------------------------------------------------------------------- data
+    def windows(self, recordings: Sequence[Recording]) -> WindowTable:
+        """Every window of this task in ``recordings``, with its split."""
+        raise NotImplementedError
+
+    def dataset(self, recordings: Sequence[Recording], table: WindowTable, split: str, vocab: UnitVocab,
+                train: bool = False) -> WindowDataset:
+        return WindowDataset(recordings, table, split, vocab, self.cfg.data.max_units, train=train,
+                             with_images=self.with_images, seed=self.cfg.seed)
+
+    # ------------------------------------------------------------------------------------------ model
+    @property
+    def loss_spec(self) -> str:
+        raise NotImplementedError
+
+    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
+        """The decoder class and its keyword arguments (``cls(encoder, **kwargs)``, or ``load_pretrained``)."""
+        raise NotImplementedError
+
+    def build(self, encoder: CalciumEncoder) -> nn.Module:
+        cls, kwargs = self.decoder()
+        return cls(encoder, **kwargs)
+
+    # ----------------------------------------------------------------------------------------- scoring
+    def target(self, batch: dict[str, Tensor]) -> Tensor:
+        raise NotImplementedError
+
+    def prediction(self, output: Tensor) -> Tensor:
+        """What the decoder's ``predict`` output is compared with the target as."""
+        return output
+
+    @torch.no_grad()
+    def predict(self, model: nn.Module, dataset: WindowDataset, batch_size: int = 128) -> tuple[Tensor, Tensor]:
+        """Predictions and targets for every window of ``dataset``, in order."""
+        model.eval()
+        preds, targets = [], []
+        for batch in eval_batches(dataset, batch_size):
+            preds.append(self.prediction(model.predict(batch)))
+            targets.append(self.target(batch))
+        model.train()
+        return torch.cat(preds), torch.cat(targets)
+
+    def score_items(self, pred: Tensor, target: Tensor) -> np.ndarray:
+        """Per-item headline score ``(N,)``."""
+        raise NotImplementedError
+
+    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
+                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+        """The headline metric (mean per-item score) and the task's extra metrics on the test set."""
+        return {self.metric: float(per_item.mean())}
+
+    def constant_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray) -> dict[str, Any]:
+        """Metrics of a :meth:`constant_prediction` (those that need a model are left out)."""
+        return {self.metric: float(per_item.mean())}
+
+    def examples(self, pred: Tensor) -> Tensor:
+        """What the notebooks show of the first seed's predictions."""
+        return pred
+
+    def constant_prediction(self, recordings: Sequence[Recording], table: WindowTable, target: Tensor
+                            ) -> Tensor | None:
+        """A prediction that ignores the neurons (a floor), ``target``-shaped; None if the task has none."""
+        return None
+
+
+class MovieTask(DownstreamTask):
+    name, metric, label, curve_label, with_images = "movie", "ssim", "ssim", "SSIM", True
+    table_extras = ("ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k")
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__(cfg)
+        self.loss = MovieLoss(load_lpips())
+
+    def windows(self, recordings: Sequence[Recording]) -> WindowTable:
+        splits = build_splits(recordings, self.cfg.data.novel_frames_fraction)
+        return movie_windows(recordings, splits, self.cfg.data.movie_window_s, self.cfg.data.movie_lag_s)
+
+    @property
+    def loss_spec(self) -> str:
+        return self.loss.spec
+
+    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
+        return MovieDecoder, {"frame_hw": (self.cfg.data.frame_height, self.cfg.data.frame_width), "loss": self.loss,
+                              "channels": self.cfg.finetune.unet_channels,
+                              "encoder_lr_scale": self.cfg.finetune.encoder_lr_scale}
+
+    def target(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["image"]
+
+    def score_items(self, pred: Tensor, target: Tensor) -> np.ndarray:
+        return ssim_per_frame(pred, target)
+
+    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
+                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+        """SSIM (ours and the authors' torchmetrics variant), pixel correlation, frame identification among the
+        test frames (exact and within +-k), SSIM on the novel-frames block."""
+        out = {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
+               "pixel_corr": float(pixel_correlation(pred, target).mean())}
+        frames = test.table.frame
+        candidates = np.unique(frames)
+        movie = torch.from_numpy(test.recordings[0].movie[candidates].astype(np.float32) / 255.0)
+        exact, near = frame_identification(pred, frames, candidates, movie, k=self.cfg.eval.frame_id_k)
+        out.update(frame_id=float(exact.mean()), frame_id_k=float(near.mean()))
+        novel = make_split("novel")
+        if len(novel):
+            pn, tn = self.predict(model, novel)
+            out["ssim_novel"] = float(ssim_per_frame(pn, tn).mean())
+        return out
+
+    def constant_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray) -> dict[str, Any]:
+        nan = float("nan")  # pixel correlation / frame identity are not meaningful for one constant frame
+        return {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
+                "pixel_corr": nan, "frame_id": nan, "frame_id_k": nan}
+
+    def examples(self, pred: Tensor) -> Tensor:
+        return pred[:64]
+
+    def constant_prediction(self, recordings: Sequence[Recording], table: WindowTable, target: Tensor
+                            ) -> Tensor | None:
+        """The mean training frame, for every test item."""
+        train_frames = np.unique(table.frame[table.split == SPLIT_CODE["train"]])
+        frame = torch.from_numpy(mean_frame(recordings[0].movie[train_frames]).astype(np.float32) / 255.0)
+        return frame[None].expand_as(target)
+
+
+class GratingTask(DownstreamTask):
+    name, metric, label, curve_label = "gratings", "accuracy", "acc", "accuracy"
+
+    def windows(self, recordings: Sequence[Recording]) -> WindowTable:
+        splits = build_splits(recordings, self.cfg.data.novel_frames_fraction)
+        return grating_windows(recordings, splits, self.cfg.data.pretrain_window_s)
+
+    @property
+    def loss_spec(self) -> str:
+        return "cross-entropy (8 directions)"
+
+    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
+        return GratingDecoder, {"encoder_lr_scale": self.cfg.finetune.encoder_lr_scale}
+
+    def target(self, batch: dict[str, Tensor]) -> Tensor:
+        return batch["direction"]
+
+    def prediction(self, output: Tensor) -> Tensor:
+        return output.argmax(-1)
+
+    def score_items(self, pred: Tensor, target: Tensor) -> np.ndarray:
+        return (pred == target).cpu().numpy().astype(float)
+
+    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
+                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+        return {"accuracy": float(per_item.mean()),
+                "confusion": confusion_matrix(pred.cpu().numpy(), target.cpu().numpy())}
+
+
+TASKS: dict[str, type[DownstreamTask]] = {"movie": MovieTask, "gratings": GratingTask}
+
+
+def get_task(name: str, cfg: Config) -> DownstreamTask:
+    """The downstream task called ``name`` (``movie`` or ``gratings``) for ``cfg``."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    return TASKS[name](cfg)

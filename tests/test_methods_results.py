@@ -1,0 +1,114 @@
+"""The method registry, the pretraining rules and the main table on tiny hand-made inputs."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from poyocap import paths
+from poyocap.config import Config
+from poyocap.methods import METHODS, REFERENCE_METHOD, Method, get_method, methods_for
+from poyocap.stages import headline, main_table, pretraining_checks, pretraining_verdicts
+from poyocap.stages.finetune import FinetuneStage
+from poyocap.tasks import TASKS, get_task
+
+
+# ------------------------------------------------------------------------------------------------ registry
+def test_registry_names_slugs_and_tasks_are_consistent():
+    names = [m.name for m in METHODS]
+    assert len(set(names)) == len(names) and REFERENCE_METHOD in names
+    assert len({m.slug for m in METHODS}) == len(METHODS)
+    assert all(set(m.tasks) <= set(TASKS) for m in METHODS)
+    assert all(" " not in m.slug and "(" not in m.slug for m in METHODS)
+    assert get_method("POYO-CAP").init == "pretrained"
+    with pytest.raises(KeyError, match="no method"):
+        get_method("nope")
+
+
+def test_methods_for_filters_by_task_and_role_in_registry_order():
+    movie = [m.name for m in methods_for("movie")]
+    gratings = [m.name for m in methods_for("gratings")]
+    assert movie[:3] == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)"]
+    assert [m.name for m in methods_for("movie", "floor")] == ["Mean-frame predictor", "Time-shuffled neurons"]
+    assert Method("x", "-", "-", init="scratch", seeds="first").run_seeds((3, 4, 5)) == (3,)
+    assert Method("x", "-", "-", init="scratch").run_seeds((3, 4)) == (3, 4)
+
+
+def test_scratch_budget_includes_pretraining_steps():
+    from poyocap.stages.finetune import FinetuneSetup
+
+    cfg = Config.for_scale("smoke")
+    setup = FinetuneSetup(cfg, get_task("gratings", cfg), None, None, None)  # type: ignore[arg-type]
+    assert setup.steps(get_method("POYO-CAP")) == cfg.finetune.optim.steps
+    assert setup.steps(get_method("Scratch (all lines)")) == cfg.finetune.optim.steps + cfg.pretrain.optim.steps
+
+
+def test_unknown_task_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown task"):
+        get_task("audio", Config.for_scale("smoke"))
+
+
+# ------------------------------------------------------------------------------------------ pretraining rules
+def test_pretraining_checks_and_verdicts():
+    good = {"probe_grating_pretrained": 0.5, "probe_grating_random": 0.4, "probe_movie_pretrained": 0.6,
+            "probe_movie_random": 0.5, "std_ratio": 0.8}
+    assert all(pretraining_checks(good).values())
+    collapsed = {**good, "std_ratio": 0.3}
+    assert list(pretraining_checks(collapsed).values()) == [True, True, False]
+    lines = pretraining_verdicts(pd.DataFrame([{"seed": 0, **good}, {"seed": 1, **collapsed}]))
+    assert lines[0].startswith("seed 0: COUNTS") and lines[1].startswith("seed 1: DOES NOT COUNT")
+
+
+# ------------------------------------------------------------------------------------------------- main table
+def _stage(task: str, scores: dict[str, list[float]], n_items: int = 4) -> FinetuneStage:
+    """Per-seed scores per method; per-item scores are constant = the seed's score."""
+    t = get_task(task, Config.for_scale("smoke")) if task == "gratings" else None
+    metric, label = ("accuracy", "acc") if task == "gratings" else ("ssim", "ssim")
+    rows, items = [], {}
+    for name, values in scores.items():
+        for seed, v in enumerate(values):
+            rows.append({"method": name, "seed": seed, "steps": 1, "n_test": n_items, metric: v})
+            items[(name, seed)] = np.full(n_items, v)
+    extras = t.table_extras if t is not None else ()
+    return FinetuneStage(task, pd.DataFrame(rows), items, {}, {}, None, {}, "loss", n_items, metric, label, extras)
+
+
+@pytest.fixture
+def out_tmp(tmp_path, monkeypatch):
+    monkeypatch.setenv("POYOCAP_OUTPUT", str(tmp_path))
+    return tmp_path
+
+
+def test_main_table_statistics_rows_and_file(out_tmp):
+    cfg = Config.for_scale("smoke").with_overrides(eval={"seeds": (0, 1, 2)})
+    poyo, scratch = [0.50, 0.60, 0.55], [0.40, 0.45, 0.47]
+    gratings = _stage("gratings", {"POYO-CAP": poyo, "Scratch (all lines)": scratch})
+    table = main_table(cfg, None, gratings).set_index("method")
+    assert list(table.index) == ["POYO-CAP", "Scratch (all lines)"]  # registry order, rows with results only
+    sem = np.std(poyo, ddof=1) / np.sqrt(3)
+    assert table.loc["POYO-CAP", "acc_mean"] == pytest.approx(np.mean(poyo))
+    assert table.loc["POYO-CAP", "acc_ci95"] == pytest.approx(stats.t.ppf(0.975, 2) * sem)
+    assert table.loc["Scratch (all lines)", "acc_p_ttest_vs_poyocap"] == pytest.approx(
+        stats.ttest_rel(poyo, scratch).pvalue)
+    assert table.loc["POYO-CAP", "paper_acc"] == get_method("POYO-CAP").paper["acc"]
+    assert np.isnan(table.loc["POYO-CAP"].get("acc_p_ttest_vs_poyocap", np.nan))
+    assert table.loc["Scratch (all lines)", "acc_seeds"] == 3
+    md = (paths.results_dir("smoke") / "main_results.md").read_text()
+    assert "SYNTHETIC DATA" in md and "Scratch (all lines)" in md
+    [line] = headline(table.reset_index())
+    assert line.startswith("grating accuracy: POYO-CAP - Scratch (all lines) = +0.110")
+    assert line.endswith("POYO-CAP beats scratch") == (stats.ttest_rel(poyo, scratch).pvalue < 0.05)
+
+
+def test_main_table_skips_unpaired_tests_and_orders_columns(out_tmp):
+    cfg = Config.for_scale("smoke")  # seeds (0, 1)
+    movie = _stage("movie", {"POYO-CAP": [0.3, 0.4], "Time-shuffled neurons": [0.1]})
+    gratings = _stage("gratings", {"POYO-CAP": [0.2, 0.3]})
+    table = main_table(cfg, movie, gratings)
+    assert list(table["method"]) == ["POYO-CAP", "Time-shuffled neurons"]
+    row = table.set_index("method").loc["Time-shuffled neurons"]
+    assert np.isnan(row.get("ssim_p_ttest_vs_poyocap", np.nan))  # one seed: no paired t-test
+    assert row["ssim_p_bootstrap_vs_poyocap"] == pytest.approx(0.0)  # every item lower than POYO-CAP's mean
+    cols = list(table.columns)
+    assert cols[:4] == ["method", "pretrain_data", "finetune_data", "ssim_mean"]
+    assert cols.index("acc_mean") > cols.index("ssim_seeds")
