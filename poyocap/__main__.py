@@ -7,9 +7,35 @@ figures. Only stages that exist are listed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .config import SCALES, SOURCES
+from .config import SCALES, SOURCES, parse_seeds
+
+#: errors a user can cause or fix (bad input, no network, no disk): one line on stderr, exit status 1
+#: (set POYOCAP_DEBUG=1 for the traceback); anything else is a bug and keeps its traceback
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+
+def _seeds(text: str) -> str:
+    """argparse type: validates ``--seeds`` (distinct integers >= 0) and keeps it as text."""
+    try:
+        parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _check_writable(path: "Path") -> None:  # noqa: F821
+    """Fail early, with the path, when outputs cannot be written."""
+    import tempfile
+
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise OSError(f"cannot write outputs under {path} ({err.strerror or err}); choose another directory "
+                      "with $POYOCAP_OUTPUT") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--scale", choices=SCALES, default="demo")
         p.add_argument("--source", choices=SOURCES, default=None)
-        p.add_argument("--seeds", default=None, help="comma-separated, e.g. 0,1,2")
+        p.add_argument("--seeds", default=None, type=_seeds, help="comma-separated, distinct, >= 0, e.g. 0,1,2")
         if name in ("filter", "pretrain", "finetune"):
             p.add_argument("--partition", choices=("computed", "paper"), default="computed")
         if name == "finetune":
@@ -36,13 +62,25 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--force", action="store_true",
                            help="retrain from scratch (default: reuse finished runs, resume interrupted ones)")
     args = parser.parse_args(argv)
+    from .data.allen import AllenDownloadError
 
+    try:
+        return _run(args)
+    except (*USER_ERRORS, AllenDownloadError) as err:
+        if os.environ.get("POYOCAP_DEBUG"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from . import stages
+    from . import paths, stages
 
     pd.set_option("display.width", 200)
     cfg = stages.make_config(args.scale, args.source, args.seeds, partition=getattr(args, "partition", None))
+    _check_writable(paths.output_root())
     if args.stage == "setup":
         print(stages.environment_report(cfg).to_string(index=False))
         print(stages.config_table(cfg).to_string(index=False))

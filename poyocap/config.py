@@ -18,7 +18,7 @@ import hashlib
 import json
 import typing
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 #: The 13 Cre lines of the Allen Brain Observatory Visual Coding 2-photon data set, in ABO order.
 ALL_CRE_LINES: tuple[str, ...] = (
@@ -54,6 +54,22 @@ SOURCES: tuple[str, ...] = typing.get_args(Source)
 def stable_digest(payload: Any, length: int = 10) -> str:
     """Short sha256 of a JSON-ready payload (keys sorted): the one digest used for configs and artifact keys."""
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:length]
+
+
+def parse_seeds(seeds: str | Sequence[int]) -> tuple[int, ...]:
+    """``"0,1,2"`` or ``[0, 1, 2]`` -> ``(0, 1, 2)``; seeds must be distinct integers >= 0 (clear ValueError)."""
+    items = [s.strip() for s in seeds.split(",")] if isinstance(seeds, str) else list(seeds)
+    try:
+        seq = tuple(int(s) for s in items)
+    except (TypeError, ValueError):
+        raise ValueError(f"seeds must be comma-separated integers such as 0,1,2; got {seeds!r}") from None
+    if not seq:
+        raise ValueError("seeds must name at least one seed")
+    if min(seq) < 0:
+        raise ValueError(f"seeds must be >= 0; got {list(seq)}")
+    if len(set(seq)) != len(seq):
+        raise ValueError(f"seeds must be distinct (a repeated seed gives a zero-width CI); got {list(seq)}")
+    return seq
 
 
 def _check_literals(section: Any) -> None:
@@ -159,6 +175,7 @@ class PretrainConfig:
     target: Literal["shared", "ema"] = "shared"  # stop-grad twin | EMA copy
     ema_decay: float = 0.996
     snapshot_every: int = 50
+    checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
 
     def __post_init__(self) -> None:
         _check_literals(self)
@@ -174,6 +191,7 @@ class FinetuneConfig:
     encoder_lr_scale: float = 1.0
     frozen_warmup_steps: int = 0
     eval_every: int = 50
+    checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
     unet_channels: int = 32  # channels of the U-Net's 2 x 4 start map (halved per stage)
     max_eval_windows: int = 3000  # test/val sets are subsampled evenly to at most this many windows
 
@@ -186,6 +204,9 @@ class EvalConfig:
     ci_level: float = 0.95
     n_bootstrap: int = 1000
     frame_id_k: int = 30  # frame identification "within +-k frames" (POYO+: +-30 of 900)
+
+    def __post_init__(self) -> None:
+        parse_seeds(self.seeds)  # distinct integers >= 0
 
 
 @dataclass(frozen=True)
@@ -270,8 +291,8 @@ def smoke() -> Config:
                   frame_height=16, frame_width=32, max_units=32),
         filtering=dict(n_bootstrap=50),
         encoder=dict(dim=32, depth=1, self_heads=2),
-        pretrain=dict(optim=small, snapshot_every=10),
-        finetune=dict(optim=small, eval_every=10, unet_channels=16),
+        pretrain=dict(optim=small, snapshot_every=10, checkpoint_every=10),
+        finetune=dict(optim=small, eval_every=10, checkpoint_every=10, unet_channels=16),
         eval=dict(seeds=(0, 1), n_bootstrap=200, frame_id_k=10),
     )
 
@@ -286,7 +307,7 @@ def paper() -> Config:
         filtering=dict(n_bootstrap=1000),
         encoder=dict(dim=1024, depth=6, cross_heads=2, self_heads=8, latents_per_step=16, latent_step_s=0.125,
                      dropout=0.2),
-        pretrain=dict(optim=optim, snapshot_every=1000),
-        finetune=dict(optim=optim, eval_every=1000, unet_channels=128),
+        pretrain=dict(optim=optim, snapshot_every=1000, checkpoint_every=1000),
+        finetune=dict(optim=optim, eval_every=1000, checkpoint_every=1000, unet_channels=128),
         eval=dict(n_bootstrap=10_000),
     )

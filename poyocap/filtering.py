@@ -51,7 +51,7 @@ def neuron_statistics(recordings: Sequence[Recording], kurtosis: str = "pearson"
     """One row per ROI: unit_id, cre_line, mouse_id, session_id, skewness, kurtosis, ok (False = excluded)."""
     frames = []
     for rec in recordings:
-        sk, ku, ok = neuron_moments(rec.dff, rec.valid, kurtosis=kurtosis)
+        sk, ku, ok = neuron_moments(rec.dff, rec.value_mask(), kurtosis=kurtosis)
         frames.append(pd.DataFrame({
             "unit_id": rec.unit_ids, "cre_line": rec.cre_line, "mouse_id": rec.mouse_id,
             "session_id": rec.session_id, "skewness": sk, "kurtosis": ku, "ok": ok,

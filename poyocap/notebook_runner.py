@@ -9,14 +9,25 @@ The first failing notebook stops the run with its name and the failing cell's er
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
-from .config import SCALES, SOURCES
+from .config import SCALES, SOURCES, parse_seeds
 from .paths import repo_root
 
 KERNEL = "poyocap"
+
+
+def parse_only(text: str | None) -> list[str] | None:
+    """``--only 1,02`` -> ``["01", "02"]``; empty items are ignored, anything but numbers is an error."""
+    if text is None:
+        return None
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items or not all(t.isdigit() for t in items):
+        raise ValueError(f"--only takes comma-separated notebook numbers such as 01 or 00,02; got {text!r}")
+    return [t.zfill(2) for t in items]
 
 
 def notebook_sources(only: list[str] | None = None) -> list[Path]:
@@ -76,19 +87,23 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
             cell["id"] = f"cell{i:03d}"
         jupytext.write(nb, ipynb)
         out = out_dir / ipynb.name
+        # papermill writes as it goes: execute into the build dir and move into place only on success, so a failed
+        # run never overwrites the executed notebook that is there (committed smoke notebooks included)
+        partial = build / (src.stem + ".executed.ipynb")
         print(f"[run_all] {src.name} (scale={scale}) ...", flush=True)
         t0 = time.perf_counter()
         try:
             papermill.execute_notebook(
-                str(ipynb), str(out), parameters=params, kernel_name=KERNEL, cwd=str(src.parent),
+                str(ipynb), str(partial), parameters=params, kernel_name=KERNEL, cwd=str(src.parent),
                 progress_bar=False, log_output=False,
             )
         except Exception as err:  # noqa: BLE001 - report any failure the same way
-            print(f"[run_all] FAILED: {src.name}: {failing_cell(out)}", file=sys.stderr)
-            print(f"[run_all] full output: {out}", file=sys.stderr)
+            print(f"[run_all] FAILED: {src.name}: {failing_cell(partial)}", file=sys.stderr)
+            print(f"[run_all] full output: {partial} ({out.relative_to(root)} left as it was)", file=sys.stderr)
             if not isinstance(err, papermill.PapermillExecutionError):
                 print(f"[run_all] {type(err).__name__}: {err}", file=sys.stderr)
             return 1
+        os.replace(partial, out)
         print(f"[run_all] {src.name} done in {time.perf_counter() - t0:.1f} s -> {out.relative_to(root)}",
               flush=True)
     print(f"[run_all] all {len(sources)} notebooks done in {time.perf_counter() - total:.1f} s")
@@ -104,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partition", choices=("computed", "paper"), default=None,
                    help="computed (knee detection, default) or paper (the authors' four predictable lines)")
     args = p.parse_args(argv)
-    if args.seeds:
-        try:
-            [int(s) for s in args.seeds.split(",")]
-        except ValueError:
-            p.error("--seeds must be comma-separated integers, e.g. 0,1,2")
-    only = args.only.split(",") if args.only else None
+    try:
+        if args.seeds:
+            parse_seeds(args.seeds)
+        only = parse_only(args.only)
+    except ValueError as err:
+        p.error(str(err))
     return run(args.scale, args.source, args.seeds, only, args.partition)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import random
@@ -84,6 +85,17 @@ def device_description(device: torch.device | None = None) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return f"cpu ({torch.get_num_threads()} threads, {platform.machine()})"
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """Short sha256 of a model's weights (names, dtypes, shapes, values): the identity of a checkpoint's content,
+    independent of the file it was saved in."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:12]
 
 
 def run_metadata(config: Any = None, seed: int | None = None, device: torch.device | None = None) -> dict[str, Any]:

@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +43,8 @@ from torch.utils.data import Dataset
 from .config import OptimConfig
 from .data.windows import collate
 from .repro import default_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -102,6 +106,7 @@ class LoopState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best_score: float = -float("inf")
     best_state: dict[str, torch.Tensor] | None = None
+    done: bool = False  # the final evaluation has run (a resumed finished run must not repeat it)
 
 
 def lr_lambda(optim: OptimConfig) -> Callable[[int], float]:
@@ -208,7 +213,8 @@ class Checkpointer:
         save_atomic({
             "objective": objective.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch, "rng": _rng_state(),
-            "history": state.history, "best_score": state.best_score, "best_state": state.best_state, **self.extra,
+            "history": state.history, "best_score": state.best_score, "best_state": state.best_state,
+            "done": state.done, **self.extra,
         }, self.path)
 
     def restore(self, objective: nn.Module, opt: torch.optim.Optimizer, sched: Any, device: torch.device
@@ -216,13 +222,20 @@ class Checkpointer:
         """The saved loop state (model, optimiser, scheduler and RNGs restored in place), or None if none."""
         if self.path is None or not self.path.exists():
             return None
-        ckpt = torch.load(self.path, map_location=device, weights_only=False)
+        try:
+            ckpt = torch.load(self.path, map_location=device, weights_only=False)
+            if set(ckpt["objective"]) != set(objective.state_dict()):
+                raise KeyError("its weights belong to another model")
+        except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
+            log.warning("checkpoint %s is unreadable (%s: %s): training starts again from step 0", self.path,
+                        type(err).__name__, err)
+            return None
         objective.load_state_dict(ckpt["objective"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
         return LoopState(ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"], ckpt["history"],
-                         ckpt.get("best_score", -float("inf")), ckpt.get("best_state"))
+                         ckpt.get("best_score", -float("inf")), ckpt.get("best_state"), ckpt.get("done", False))
 
 
 def train_step(model: nn.Module, objective: Objective, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
@@ -254,8 +267,9 @@ def _evaluate(objective: nn.Module, eval_fn: Callable | None, state: LoopState, 
 
 
 def write_outputs(out: Path, history: pd.DataFrame, summary: dict[str, Any]) -> None:
-    """``metrics.csv`` (the history) and ``summary.json`` of a run."""
-    history.to_csv(out / "metrics.csv", index=False, float_format="%.6g")
+    """``metrics.csv`` (the history, full precision: read back by :func:`read_history` it is equal to the
+    in-memory history, so cached and fresh runs draw the same figures) and ``summary.json`` of a run."""
+    history.to_csv(out / "metrics.csv", index=False)
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
 
 
@@ -323,8 +337,9 @@ def train(objective: Objective, dataset: Dataset, optim: OptimConfig, settings: 
             ckpt.save(objective, opt, sched, state)
     bar.close()
     finished = state.step >= optim.steps
-    if finished:
+    if finished and not state.done:
         _evaluate(objective, eval_fn, state, select_key)
+        state.done = True
     ckpt.save(objective, opt, sched, state)
     seconds = time.perf_counter() - t_start
     hist = pd.DataFrame(state.history)
@@ -339,6 +354,11 @@ def train(objective: Objective, dataset: Dataset, optim: OptimConfig, settings: 
     return TrainResult(hist, objective, out, state.step, seconds, resumed_from)
 
 
+def read_history(path: Path) -> pd.DataFrame:
+    """A ``metrics.csv`` written by :func:`write_outputs`, every float exactly as it was logged."""
+    return pd.read_csv(path, float_precision="round_trip")
+
+
 def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
     """The dataset in order, collated (evaluation)."""
     for start in range(0, len(dataset), batch_size):
@@ -346,5 +366,5 @@ def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, torch.
 
 
 __all__: Sequence[str] = ("TrainSettings", "TrainResult", "Objective", "ObjectiveBase", "Checkpointer", "train",
-                          "train_step", "build_optimizer", "write_outputs", "epoch_batches", "init_distributed",
+                          "train_step", "build_optimizer", "write_outputs", "read_history", "epoch_batches", "init_distributed",
                           "eval_batches", "save_atomic")

@@ -76,3 +76,42 @@ def test_allen_load_caches_and_discards_bad_downloads(tmp_path):
     with pytest.raises(RecordingFileError):
         obs.load({"id": 2, "cre_line": "Sst-IRES-Cre"})
     assert not bad.exists(), "a half-written download must not be reused"
+
+
+def test_real_brain_observatory_cache_constructs_offline(tmp_path):
+    """The pinned environment imports allensdk (statsmodels < 0.15) and builds the real cache class locally."""
+    from allensdk.core.brain_observatory_cache import BrainObservatoryCache
+
+    obs = AllenObservatory(tmp_path / "allen", cre_lines=["Sst-IRES-Cre"])
+    assert isinstance(obs.boc, BrainObservatoryCache)
+    assert (tmp_path / "allen" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("err, cause", [
+    (__import__("urllib.error").error.URLError(__import__("socket").gaierror(-2, "Name or service not known")),
+     "network"),
+    (ConnectionRefusedError("refused"), "network"),
+    (OSError(__import__("errno").ENOSPC, "No space left on device"), "disk"),
+    (PermissionError(__import__("errno").EACCES, "Permission denied"), "disk"),
+    (KeyError("cell_specimen_id"), "allensdk failed"),
+])
+def test_failures_name_their_cause(tmp_path, err, cause):
+    from poyocap.data.allen import describe_failure
+
+    assert describe_failure(err, tmp_path).startswith(cause)
+
+
+def test_broken_allensdk_import_is_not_called_a_network_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *args, **kwargs):  # noqa: ANN001, ANN202
+        if name.startswith("allensdk"):
+            raise ImportError("cannot import name 'multipletests'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(AllenDownloadError, match="not the network") as info:
+        AllenObservatory(tmp_path).boc  # noqa: B018
+    assert "internet" not in str(info.value)

@@ -54,6 +54,10 @@ def test_knee_on_a_known_elbow():
     x = np.linspace(0, 1, 50)
     assert filtering.knee_threshold(np.where(x < 0.6, 0.1 * x, 0.06 + 5 * (x - 0.6))) == pytest.approx(
         0.1 * x[x < 0.6][-1], abs=0.02)
+    # concave (a jump early, then a plateau): kneed marks the first point after the jump; the regular segment
+    # ends one point earlier - exactly the last regular value
+    assert filtering.knee_threshold(np.array([1.0, 1.1, 1.2, 1.3, 20, 21, 22, 23, 24, 25, 26])) == 1.3
+    assert filtering.knee_threshold(np.array([3.0, 3.2, 3.3, 3.5, 40, 45, 50, 52, 54, 55])) == 3.5
     with pytest.raises(filtering.KneeNotFoundError):
         filtering.knee_threshold(np.ones(10))
     with pytest.raises(filtering.KneeNotFoundError):

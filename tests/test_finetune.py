@@ -37,14 +37,30 @@ def test_injection_flag_changes_parameter_count_as_expected():
         expected += (dim + 1) * c * size[0] * size[1] + (2 * c + 1) * c  # Linear(dim, C h w) + 1x1 conv fuse
     n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert n(with_inj) - n(without) == expected
-    # the injected vector changes the output; without injection only the start map sees it
     assert len(with_inj.injections) == 4 and len(without.injections) == 0
+    # the injected vector reaches the output through the injections too: zero the start map's weights and only
+    # the injections carry the latent (without them the output no longer depends on it)
+    for net in (with_inj, without):
+        torch.nn.init.zeros_(net.start.weight)
+    a, b = torch.randn(1, dim), torch.randn(1, dim)
+    with torch.no_grad():
+        assert not torch.allclose(with_inj(a), with_inj(b))
+        torch.testing.assert_close(without(a), without(b))
 
 
-def test_query_readout_shapes():
-    ro = QueryReadout(32, heads=2)
-    out = ro(torch.randn(3, 8, 32), torch.rand(3, 8), torch.rand(3, 2))
+def test_query_readout_shapes_and_values():
+    torch.manual_seed(0)
+    ro = QueryReadout(32, heads=2).eval()
+    z, lat_t = torch.randn(3, 8, 32), torch.rand(3, 8)
+    out = ro(z, lat_t, torch.rand(3, 2))
     assert out.shape == (3, 2, 32)
+    with torch.no_grad():
+        # one latent: attention has nothing to choose, the output is query + out(v(z)) through the MLP
+        one = ro(z[:, :1], lat_t[:, :1], torch.rand(3, 1))
+        x = ro.query + ro.attn.out(ro.attn.project_context(z[:, :1])[1].transpose(1, 2).reshape(3, 1, 32))
+        torch.testing.assert_close(one, x + ro.ffn(x))
+        # queries at different times read different mixtures of the latents
+        assert not torch.allclose(out[:, 0], out[:, 1])
 
 
 def test_loss_terms_have_known_values():
@@ -77,6 +93,20 @@ def test_perceptual_term_with_a_stub_backbone():
     with_lp = losses.MovieLoss(stub)
     _, terms = with_lp(p[None][0], t)
     assert "perceptual" in terms and "LPIPS" in with_lp.spec
+
+
+def test_ssim_matches_skimage_on_different_frames():
+    """Headline SSIM against scikit-image's reference (Gaussian 11 / 1.5, population covariance, data_range 1)."""
+    from skimage.metrics import structural_similarity
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(3, 32, 64, generator=g)
+    b = (0.6 * a + 0.4 * torch.rand(3, 32, 64, generator=g)).clamp(0, 1)
+    ours = evaluate.ssim_per_frame(a, b)
+    ref = [structural_similarity(a[i].double().numpy(), b[i].double().numpy(), data_range=1.0, gaussian_weights=True,
+                                 sigma=1.5, use_sample_covariance=False) for i in range(3)]
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+    assert 0.5 < ours.mean() < 0.95
 
 
 def test_metric_definitions():

@@ -112,3 +112,33 @@ def test_main_table_skips_unpaired_tests_and_orders_columns(out_tmp):
     cols = list(table.columns)
     assert cols[:4] == ["method", "pretrain_data", "finetune_data", "ssim_mean"]
     assert cols.index("acc_mean") > cols.index("ssim_seeds")
+
+
+def test_finetune_run_key_names_the_encoder_it_starts_from(tmp_path, monkeypatch):
+    """A re-pretrained encoder (other weights) gets new fine-tuning runs; scratch runs do not depend on it."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from poyocap.model.encoder import CalciumEncoder
+    from poyocap.stages.finetune import FinetuneSetup
+    from poyocap.stages.pretrain import PretrainRun
+
+    monkeypatch.setenv("POYOCAP_OUTPUT", str(tmp_path))
+    cfg = Config.for_scale("smoke")
+    torch.manual_seed(0)
+    enc = CalciumEncoder(cfg.encoder, 10)
+
+    def setup() -> FinetuneSetup:
+        run = PretrainRun(0, tmp_path, enc, pd.DataFrame(), {}, cached=True)
+        return FinetuneSetup(cfg, get_task("gratings", cfg), SimpleNamespace(runs=[run]), None, None,
+                             key={"lines": ["Sst-IRES-Cre"], "task": "gratings"})
+
+    poyo, scratch = get_method("POYO-CAP"), get_method("Scratch (downstream)")
+    before = setup().run_dir(poyo, 0), setup().run_dir(scratch, 0)
+    assert before[0].name.endswith("-POYO-CAP-seed0") and before[1].name.endswith("-Scratch_downstream-seed0")
+    with torch.no_grad():
+        enc.latent_emb.add_(1.0)  # "re-pretrained": other weights, same config
+    after = setup().run_dir(poyo, 0), setup().run_dir(scratch, 0)
+    assert after[0] != before[0] and after[1] == before[1]
+    assert setup().run_dir(poyo, 0).parent.name == "finetune_gratings"

@@ -125,9 +125,8 @@ def test_loss_decreases_without_collapse_on_a_fixed_batch(over):
 
 
 def test_paper_default_lowers_the_loss_on_a_fixed_batch():
-    recon, std0, std1 = _fit_fixed_batch(PretrainConfig())
-    assert recon[-1] < 0.5 * recon[0]
-    assert std1 < std0  # the collapse monitor sees the latents shrink (measured: ~0.28 of init after 40 steps)
+    recon, _, _ = _fit_fixed_batch(PretrainConfig())
+    assert recon[-1] < 0.5 * recon[0]  # (whether std(Z_L) falls is the pretraining issue's business, not pinned)
 
 
 @pytest.mark.parametrize("over", [{"mask_mode": "random"}, {"target": "ema"},

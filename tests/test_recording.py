@@ -71,9 +71,60 @@ def test_nan_frames_are_masked_and_counted():
     dff[10:13, 2] = np.nan
     dff[50] = np.nan
     r = make(dff=dff)
-    assert r.n_nan_frames == 4 and not r.valid[10:13].any() and not r.valid[50] and np.isfinite(r.dff).all()
+    # frame 50 (every ROI NaN) is invalid; ROI 2's own NaN values are masked for ROI 2 only
+    assert r.n_nan_frames == 1 and not r.valid[50] and r.valid[10:13].all() and np.isfinite(r.dff).all()
+    assert not r.roi_valid[10:13, 2].any() and r.roi_valid[10:13, [0, 1, 3]].all() and r.roi_valid.sum() == 4 * 300 - 3
     with pytest.raises(ValueError, match="every frame"):
         make(dff=np.full((300, 4), np.nan, np.float32))
+
+
+def test_one_roi_nan_on_alternate_frames_leaves_the_others_alone():
+    dff = np.random.default_rng(1).normal(size=(300, 4)).astype(np.float32)
+    dff[::2, 1] = np.nan
+    r = make(dff=dff)
+    assert r.valid.all() and r.n_nan_frames == 0
+    assert not r.roi_valid[::2, 1].any() and r.roi_valid[1::2, 1].all() and r.roi_valid[:, [0, 2, 3]].all()
+    mask = r.value_mask()
+    assert mask.shape == (300, 4) and mask.sum() == 4 * 300 - 150
+
+
+def test_all_nan_roi_is_dropped_with_a_warning_that_names_it():
+    dff = np.random.default_rng(1).normal(size=(300, 4)).astype(np.float32)
+    dff[:, 3] = np.nan
+    with pytest.warns(UserWarning, match="s1/c3"):
+        r = make(dff=dff)
+    assert r.unit_ids == ["s1/c0", "s1/c1", "s1/c2"] and r.dff.shape == (300, 3) and r.valid.all()
+
+
+def test_timestamps_must_be_in_seconds():
+    with pytest.raises(ValueError, match="milliseconds"):
+        make(timestamps=np.arange(300) * 1000 / 30.0)
+    with pytest.raises(ValueError, match="sampling rate"):
+        make(timestamps=np.arange(300) / 1e5)
+
+
+def test_nan_timestamps_are_refused():
+    ts = np.arange(300) / 30.0
+    ts[7] = np.nan
+    with pytest.raises(ValueError, match="timestamps"):
+        make(timestamps=ts)
+
+
+def test_cached_file_of_another_session_or_generator_is_refused(tmp_path):
+    path = make().save(tmp_path / "s1.h5", identity={"digest": "abc"})
+    assert Recording.load(path, session_id="s1", identity={"digest": "abc"}).session_id == "s1"
+    with pytest.raises(RecordingFileError, match="expected 's2'"):
+        Recording.load(path, session_id="s2")
+    with pytest.raises(RecordingFileError, match="expected"):
+        Recording.load(path, identity={"digest": "other"})
+
+
+def test_roi_mask_survives_save_and_load(tmp_path):
+    dff = np.random.default_rng(1).normal(size=(300, 4)).astype(np.float32)
+    dff[::3, 0] = np.nan
+    r = make(dff=dff)
+    again = Recording.load(r.save(tmp_path / "s1.h5"))
+    assert np.array_equal(again.roi_valid, r.roi_valid) and np.array_equal(again.dff, r.dff)
 
 
 def test_save_load_roundtrip(tmp_path):

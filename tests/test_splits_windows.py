@@ -89,6 +89,40 @@ def test_windows_never_see_another_splits_stimulus(smoke_recordings):
     assert set(mv.frame[mv.split == SPLIT_CODE["novel"]].tolist()) <= novel_frames
 
 
+def test_datasets_hold_only_their_own_split_and_train_never_overlaps_test(smoke_recordings):
+    recs = smoke_recordings[:3]
+    splits = build_splits(recs, novel_fraction=0.1)
+    vocab = UnitVocab([u for r in recs for u in r.unit_ids])
+    for table in (grating_windows(recs, splits, 1.0), movie_windows(recs, splits, 0.3, 0.1),
+                  pretrain_windows(recs, splits, 1.0, 0.25)):
+        sets = {s: WindowDataset(recs, table, s, vocab, max_units=8) for s in ("train", "val", "test")}
+        for name, ds in sets.items():
+            assert len(ds) and (ds.table.split == SPLIT_CODE[name]).all()
+        tr, te = sets["train"].table, sets["test"].table
+        for si in range(len(recs)):
+            a = [(t0, t1) for s, t0, t1 in zip(tr.session, tr.t0, tr.t1) if s == si]
+            b = [(t0, t1) for s, t0, t1 in zip(te.session, te.t0, te.t1) if s == si]
+            frames_a = np.zeros(recs[si].n_frames, bool)
+            for t0, t1 in a:
+                frames_a[t0:t1] = True
+            assert not any(frames_a[t0:t1].any() for t0, t1 in b), "a test window shares frames with training"
+
+
+def test_movie_window_ends_lag_after_its_frame_and_labels_are_direction_over_45(smoke_recordings):
+    rec = smoke_recordings[0]
+    splits = build_splits([rec], novel_fraction=0.1)
+    fps = rec.sampling_rate_hz
+    mv = movie_windows([rec], splits, 0.3, 0.1)
+    onset = mv.t0 + np.round(mv.frame_time * fps).astype(int)  # the decoded frame's onset
+    assert (rec.movie_frames[onset] == mv.frame).all()
+    assert (mv.t1 - 1 - onset == round(0.1 * fps)).all(), "the window ends lag_s *after* the frame's onset"
+    assert ((mv.t1 - mv.t0) == round(0.3 * fps)).all()
+    gr = grating_windows([rec], splits, 1.0)
+    assert (gr.direction == rec.grating_trials["direction_deg"] // 45).all()
+    assert sorted(set(gr.direction.tolist())) == list(range(8))
+    assert (rec.timestamps[gr.t0] >= rec.grating_trials["start"] - 1e-9).all()
+
+
 def test_pretrain_window_labels(smoke_recordings):
     recs = smoke_recordings[:1]
     splits = build_splits(recs, novel_fraction=0.1)
@@ -122,7 +156,10 @@ def test_dataset_shapes_padding_and_unit_dropout(smoke_recordings):
     item = ds[0]
     assert item["values"].shape == (9, min(8, recs[ds.table.session[0]].n_units))
     ds_eval = WindowDataset(recs, table, "test", vocab, max_units=8, train=False)
-    assert torch.equal(ds_eval[0]["unit_index"], ds_eval[0]["unit_index"])
+    big_eval = [i for i in range(len(ds_eval)) if recs[ds_eval.table.session[i]].n_units > 8][0]
+    before = ds_eval[big_eval]["unit_index"].clone()
+    ds_eval.set_epoch(7)
+    assert torch.equal(before, ds_eval[big_eval]["unit_index"]), "evaluation windows keep a fixed unit subset"
     ds.set_epoch(1)
     big = [i for i in range(len(ds)) if recs[ds.table.session[i]].n_units > 8][0]
     a = ds[big]["unit_index"].clone()

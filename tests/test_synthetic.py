@@ -111,6 +111,26 @@ def test_cache_regenerates_corrupt_files(smoke_cfg, tmp_path):
     assert np.array_equal(again.dff, first.dff)
 
 
+def test_cache_refuses_a_valid_file_of_another_session(smoke_cfg, tmp_path):
+    """A checksum-valid cached file of session B copied over session A's is noticed and A regenerated."""
+    obs = SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=tmp_path)
+    a, b = obs.sessions[0], obs.sessions[1]
+    first_a, _ = obs.load(a), obs.load(b)
+    obs._path(a).write_bytes(obs._path(b).read_bytes())
+    again = obs.load(a)
+    assert again.session_id == a.session_id and np.array_equal(again.dff, first_a.dff)
+    other = SyntheticObservatory(smoke_cfg.data, seed=1, cache_dir=tmp_path)  # another generator digest
+    assert other.digest != obs.digest and other._path(a) != obs._path(a)
+
+
+def test_allen_dff_baseline_follows_slow_drift():
+    """The windowed (mode then mean) baseline tracks a 2x drift of F0; a global baseline would leave +-0.33."""
+    t = np.arange(20000)[:, None]
+    f = (1000.0 + 1000.0 * t / 20000.0) * np.ones((1, 2)) + np.random.default_rng(0).normal(0, 5, (20000, 2))
+    dff = synthetic.allen_dff(f.astype(np.float32))
+    assert np.median(np.abs(dff)) < 0.03 and np.abs(dff[3000:-3000]).max() < 0.06
+
+
 def test_allen_dff_baseline_removes_bleaching():
     t = np.arange(6000)[:, None] / 30.0
     f = 1000.0 * np.exp(-t / 3000.0) * np.ones((1, 3))  # the synthetic bleaching time constant

@@ -18,7 +18,10 @@ from the cache so it is downloaded again rather than used half-written.
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
+import urllib.error
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -42,7 +45,30 @@ INHIBITORY_LINES = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
 
 
 class AllenDownloadError(RuntimeError):
-    """allensdk could not reach the Allen Brain Observatory (or the download was incomplete)."""
+    """allensdk could not list or fetch Allen Brain Observatory data; the message names the cause
+    (network, disk, allensdk itself) - see :func:`describe_failure`."""
+
+
+#: errno values that mean "the disk", not "the network"
+_DISK_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
+
+
+def describe_failure(err: BaseException, cache_dir: Path) -> str:
+    """Name the real cause of an allensdk failure: network (no route, DNS, timeout, refused), disk (full, read-only,
+    permissions under ``cache_dir``) or anything else (allensdk / its dependencies)."""
+    chain, e = [], err
+    while e is not None and len(chain) < 5:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    text = f"{type(err).__name__}: {err}"
+    if any(isinstance(x, OSError) and x.errno in _DISK_ERRNOS for x in chain):
+        return (f"disk: cannot write the Allen cache under {cache_dir} ({text}); free space or pick another "
+                "cache with $POYOCAP_CACHE")
+    network_types = (urllib.error.URLError, socket.gaierror, socket.timeout, ConnectionError, TimeoutError)
+    if any(isinstance(x, network_types) or type(x).__module__.startswith(("requests", "urllib3")) for x in chain):
+        return (f"network: could not reach the Allen Brain Observatory API (api.brain-map.org) ({text}); check your "
+                "internet connection / proxy, or use --source synthetic")
+    return f"allensdk failed ({text}); this is not a network error - see the traceback with python -X dev"
 
 
 def _attr_or_dataset(f: h5py.File, path: str, default: str = "") -> str:
@@ -173,9 +199,15 @@ class AllenObservatory:
         if self._boc is None:
             try:
                 from allensdk.core.brain_observatory_cache import BrainObservatoryCache
-            except ImportError as err:  # pragma: no cover - allensdk is in requirements.txt
-                raise ImportError("allensdk is required for --source allen (pip install -r requirements.txt)") from err
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except ImportError as err:  # allensdk is in requirements.txt: this is a broken environment
+                raise AllenDownloadError(
+                    f"allensdk could not be imported ({type(err).__name__}: {err}) - a dependency problem of this "
+                    "environment, not the network; rebuild it with ./run_tests.sh or pip install -r requirements.txt"
+                ) from err
+            try:
+                self.cache_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise AllenDownloadError(describe_failure(err, self.cache_dir)) from err
             self._boc = BrainObservatoryCache(manifest_file=str(self.cache_dir / "manifest.json"))
         return self._boc
 
@@ -187,8 +219,7 @@ class AllenObservatory:
             )
         except Exception as err:  # noqa: BLE001 - allensdk raises many kinds on network failure
             raise AllenDownloadError(
-                "could not list Allen Brain Observatory experiments "
-                f"({type(err).__name__}: {err}). Check your internet connection / proxy, or use --source synthetic."
+                f"could not list Allen Brain Observatory experiments: {describe_failure(err, self.cache_dir)}"
             ) from err
         exps = sorted(exps, key=lambda e: (e["cre_line"], e["id"]))
         if self.max_sessions_per_line:
@@ -206,17 +237,18 @@ class AllenObservatory:
     def load(self, exp: dict) -> Recording:
         """Download (if needed) and read one experiment; cached as a checked Recording file."""
         cached = self._recording_path(exp["id"])
+        identity = {"allen_experiment": int(exp["id"]), "frame_hw": list(self.frame_hw)}
         if cached.exists():
             try:
-                return Recording.load(cached)
+                return Recording.load(cached, identity=identity)
             except RecordingFileError as err:
-                print(f"warning: {err}; re-reading the NWB file")
+                log.warning("%s; re-reading the NWB file", err)
         try:
             data_set = self.boc.get_ophys_experiment_data(exp["id"])
         except Exception as err:  # noqa: BLE001
             raise AllenDownloadError(
-                f"download of experiment {exp['id']} failed ({type(err).__name__}: {err}). "
-                "Re-run to resume; delete the experiment's .nwb under the cache to force a fresh download."
+                f"download of experiment {exp['id']} failed: {describe_failure(err, self.cache_dir)}. Re-run to "
+                "resume; delete the experiment's .nwb under the cache to force a fresh download."
             ) from err
         nwb = Path(data_set.nwb_file)
         try:
@@ -225,7 +257,7 @@ class AllenObservatory:
             nwb.unlink(missing_ok=True)  # never reuse a half-written download
             raise
         rec.mouse_id = str(exp.get("donor_name", rec.mouse_id))
-        rec.save(cached)
+        rec.save(cached, identity=identity)
         return rec
 
     def iter_recordings(self, progress: bool = True) -> Iterator[Recording]:

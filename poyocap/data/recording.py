@@ -2,7 +2,7 @@
 
 Fields (T frames, N ROIs, F movie frames of H x W pixels)::
 
-    dff            float32 (T, N)   dF/F; NaN frames are masked (``valid``) and counted
+    dff            float32 (T, N)   dF/F; NaN values are set to 0 and masked (``valid``, ``roi_valid``)
     timestamps     float64 (T,)     seconds, strictly increasing
     unit_ids       list[str] (N)    globally unique, "<session_id>/<cell>"
     cre_line, mouse_id, session_id, area, indicator, cell_class: str; depth_um: float
@@ -12,8 +12,11 @@ Fields (T frames, N ROIs, F movie frames of H x W pixels)::
     movie_repeat   int64 (T,)       which repeat of the movie is on screen (-1 when none)
     movie          uint8 (F, H, W) or None
 
-Validation happens on construction. Frames where *any* ROI is NaN are repaired the one clear way (marked
-invalid in ``valid``, set to 0, counted in ``n_nan_frames``); every other problem raises ``ValueError`` naming
+Validation happens on construction. NaN dF/F is repaired by clear rules: a ROI that is NaN in every frame is
+dropped (with a warning naming it); a frame where every remaining ROI is NaN is marked invalid in ``valid`` (T,)
+and counted in ``n_nan_frames``; a ROI's own NaN values are masked in ``roi_valid`` (T, N) (None when there are
+none) - all are set to 0 and excluded from statistics and from the tokens the models see. Timestamps must be in
+seconds (a sampling rate outside 0.5-1000 Hz is refused). Every other problem raises ``ValueError`` naming
 the session and the field. ``save``/``load`` use one HDF5 file per session, written atomically (temp file +
 rename) with a SHA-256 checksum of the arrays; a truncated or corrupt file raises :class:`RecordingFileError`.
 """
@@ -21,8 +24,10 @@ rename) with a SHA-256 checksum of the arrays; a truncated or corrupt file raise
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -34,7 +39,8 @@ GRATING_DIRECTIONS: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
 GRATING_TEMPORAL_FREQS: tuple[int, ...] = (1, 2, 4, 8, 15)
 CELL_CLASSES: tuple[str, ...] = ("excitatory", "inhibitory")
 GRATING_FIELDS: tuple[str, ...] = ("start", "stop", "direction_deg", "temporal_freq_hz")
-FORMAT_VERSION = 1
+MIN_RATE_HZ, MAX_RATE_HZ = 0.5, 1000.0  # plausible imaging rates (ABO 2-photon: 30 Hz)
+FORMAT_VERSION = 2  # 2: files carry their identity (session id + generator / experiment)
 
 
 class RecordingFileError(IOError):
@@ -62,6 +68,7 @@ class Recording:
     source: str = "synthetic"
     valid: np.ndarray = field(default=None)  # type: ignore[assignment]  # bool (T,), filled by validation
     n_nan_frames: int = 0
+    roi_valid: np.ndarray | None = None  # bool (T, N): False where one ROI's value was NaN; None = all valid
 
     # ------------------------------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -76,9 +83,10 @@ class Recording:
         n_t, n_units = dff.shape
         ts = _checked_timestamps(self.timestamps, n_t, bad)
         ids = _checked_unit_ids(self.unit_ids, self.session_id, n_units, bad)
+        dff, ids, roi_valid = _dropped_nan_rois(dff, ids, self.roi_valid, sid, bad)
         self.grating_trials = _checked_trials(self.grating_trials, ts, bad)
         frames, repeat, self.movie = _checked_movie(self.movie_frames, self.movie_repeat, self.movie, n_t, bad)
-        dff, valid = _masked_nan_frames(dff, self.valid, bad)
+        dff, valid, self.roi_valid = _masked_nan_values(dff, self.valid, roi_valid, bad)
         self.n_nan_frames = int((~valid).sum())
         self.dff, self.timestamps, self.unit_ids = dff, ts, ids
         self.movie_frames, self.movie_repeat, self.valid = frames, repeat, valid
@@ -122,7 +130,13 @@ class Recording:
             arrays[f"grating_trials/{key}"] = self.grating_trials[key]
         if self.movie is not None:
             arrays["movie"] = self.movie
+        if self.roi_valid is not None:
+            arrays["roi_valid"] = self.roi_valid
         return arrays
+
+    def value_mask(self) -> np.ndarray:
+        """Which values of ``dff`` are real: ``valid`` (T,) when no ROI has NaN values of its own, else (T, N)."""
+        return self.valid if self.roi_valid is None else self.valid[:, None] & self.roi_valid
 
     def _attrs(self) -> dict[str, Any]:
         return {
@@ -131,8 +145,11 @@ class Recording:
             "cell_class": self.cell_class, "source": self.source, "format_version": FORMAT_VERSION,
         }
 
-    def save(self, path: str | Path) -> Path:
-        """Write one HDF5 file atomically (temp file in the same directory, fsync, rename) with a checksum."""
+    def save(self, path: str | Path, identity: dict[str, Any] | None = None) -> Path:
+        """Write one HDF5 file atomically (temp file in the same directory, fsync, rename) with a checksum.
+
+        ``identity`` (JSON-ready, e.g. the generator digest) is stored beside the session id and checked by
+        :meth:`load`, so a valid file of another session or another generator is never taken for this one."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -142,9 +159,10 @@ class Recording:
             with h5py.File(tmp, "w") as f:
                 for key, arr in arrays.items():
                     f.create_dataset(key, data=arr)
-                for key, value in self._attrs().items():
+                attrs = {**self._attrs(), "identity": json.dumps(identity or {}, sort_keys=True)}
+                for key, value in attrs.items():
                     f.attrs[key] = value
-                f.attrs["checksum"] = _checksum(arrays, self._attrs())
+                f.attrs["checksum"] = _checksum(arrays, attrs)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, path)
@@ -154,8 +172,10 @@ class Recording:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Recording":
-        """Read a file written by :meth:`save`; raises :class:`RecordingFileError` if it is not intact."""
+    def load(cls, path: str | Path, session_id: str | None = None,
+             identity: dict[str, Any] | None = None) -> "Recording":
+        """Read a file written by :meth:`save`; raises :class:`RecordingFileError` if it is not intact, or if it
+        holds another session than ``session_id`` or was saved with another ``identity`` (when given)."""
         path = Path(path)
         if not path.exists():
             raise RecordingFileError(f"{path}: no such file")
@@ -163,7 +183,7 @@ class Recording:
             with h5py.File(path, "r") as f:
                 attrs = {k: f.attrs[k] for k in f.attrs}
                 arrays = {}
-                for key in ("dff", "timestamps", "valid", "movie_frames", "movie_repeat", "unit_ids", "movie"):
+                for key in ("dff", "timestamps", "valid", "movie_frames", "movie_repeat", "unit_ids", "movie", "roi_valid"):
                     if key in f:
                         arrays[key] = f[key][()]
                 for key in GRATING_FIELDS:
@@ -178,6 +198,10 @@ class Recording:
         meta = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
         if stored is None or _checksum(arrays, meta) != stored:
             raise RecordingFileError(f"{path}: checksum mismatch (corrupt file)")
+        if session_id is not None and meta["session_id"] != session_id:
+            raise RecordingFileError(f"{path}: holds session {meta['session_id']!r}, expected {session_id!r}")
+        if identity is not None and json.loads(meta.get("identity", "{}")) != json.loads(json.dumps(identity)):
+            raise RecordingFileError(f"{path}: made by {meta.get('identity')}, expected {json.dumps(identity)}")
         return cls(
             dff=arrays["dff"], timestamps=arrays["timestamps"], unit_ids=[str(u) for u in arrays["unit_ids"]],
             cre_line=meta["cre_line"], mouse_id=meta["mouse_id"], session_id=meta["session_id"],
@@ -185,7 +209,7 @@ class Recording:
             cell_class=meta["cell_class"],
             grating_trials={k: arrays[f"grating_trials/{k}"] for k in GRATING_FIELDS},
             movie_frames=arrays["movie_frames"], movie_repeat=arrays["movie_repeat"], movie=arrays.get("movie"),
-            source=meta["source"], valid=arrays["valid"],
+            source=meta["source"], valid=arrays["valid"], roi_valid=arrays.get("roi_valid"),
         )
 
 
@@ -245,6 +269,12 @@ def _checked_timestamps(timestamps: np.ndarray, n_t: int, bad: Bad) -> np.ndarra
         raise bad("timestamps", "contains NaN/inf")
     if n_t > 1 and not (np.diff(ts) > 0).all():
         raise bad("timestamps", "must be strictly increasing")
+    if n_t > 1:
+        rate = 1.0 / float(np.median(np.diff(ts)))
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            hint = " (milliseconds? timestamps must be in seconds)" if rate < MIN_RATE_HZ else ""
+            raise bad("timestamps", f"imply a sampling rate of {rate:.3g} Hz, outside the plausible "
+                                    f"{MIN_RATE_HZ}-{MAX_RATE_HZ} Hz{hint}")
     return ts
 
 
@@ -305,17 +335,41 @@ def _checked_movie(movie_frames: np.ndarray, movie_repeat: np.ndarray, movie: np
     return frames, repeat, movie
 
 
-def _masked_nan_frames(dff: np.ndarray, valid_in: np.ndarray | None, bad: Bad) -> tuple[np.ndarray, np.ndarray]:
-    """The one repair with a clear rule: NaN frames are masked (set to 0, ``valid`` False) and counted."""
+def _dropped_nan_rois(dff: np.ndarray, ids: list[str], roi_valid: np.ndarray | None, sid: str, bad: Bad
+                      ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """Drop the ROIs whose dF/F is NaN in every frame, with a warning that names them."""
+    dead = np.isnan(dff).all(axis=0)
+    if dead.all():
+        raise bad("dff", "every ROI is NaN in every frame")
+    if roi_valid is not None and np.asarray(roi_valid).shape != dff.shape:
+        raise bad("roi_valid", f"must have dff's shape {dff.shape}")
+    if not dead.any():
+        return dff, ids, roi_valid
+    names = [u for u, d in zip(ids, dead) if d]
+    warnings.warn(f"session {sid}: dropping {len(names)} ROI(s) whose dF/F is NaN in every frame: "
+                  f"{', '.join(names[:5])}{' ...' if len(names) > 5 else ''}", stacklevel=4)
+    keep = ~dead
+    return dff[:, keep], [u for u, k in zip(ids, keep) if k], None if roi_valid is None else roi_valid[:, keep]
+
+
+def _masked_nan_values(dff: np.ndarray, valid_in: np.ndarray | None, roi_valid_in: np.ndarray | None, bad: Bad
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """NaN values set to 0 and masked: frames where every ROI is NaN in ``valid``, a ROI's own NaN values in
+    ``roi_valid`` (None when there are none)."""
     n_t = dff.shape[0]
-    nan_rows = np.isnan(dff).any(axis=1)
+    nan = np.isnan(dff)
+    nan_rows = nan.all(axis=1)
     if nan_rows.all():
         raise bad("dff", "every frame is NaN")
     valid = np.ones(n_t, dtype=bool) if valid_in is None else np.asarray(valid_in, dtype=bool).copy()
     if valid.shape != (n_t,):
         raise bad("valid", f"must have shape ({n_t},)")
-    if nan_rows.any():
+    valid &= ~nan_rows
+    roi_valid = None if roi_valid_in is None else np.asarray(roi_valid_in, dtype=bool).copy()
+    own = nan & ~nan_rows[:, None]
+    if own.any():
+        roi_valid = ~own if roi_valid is None else roi_valid & ~own
+    if nan.any():
         dff = dff.copy()
-        dff[nan_rows] = 0.0
-        valid &= ~nan_rows
-    return dff, valid
+        dff[nan] = 0.0
+    return dff, valid, roi_valid

@@ -431,6 +431,7 @@ class SyntheticObservatory:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         payload = {"cfg": dataclasses.asdict(cfg), "seed": seed, "version": SYNTHETIC_VERSION}
         self.digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        self.identity = {"generator": "synthetic", "version": SYNTHETIC_VERSION, "digest": self.digest}
         self.sessions = self._plan()
         self._movie: np.ndarray | None = None
         self._bank: np.ndarray | None = None
@@ -500,13 +501,12 @@ class SyntheticObservatory:
         path = self._path(spec)
         if path is not None and path.exists():
             try:
-                return Recording.load(path)
+                return Recording.load(path, session_id=spec.session_id, identity=self.identity)
             except RecordingFileError as err:
-                log.warning("cached session is not intact, regenerating it: %s", err)
-                print(f"warning: {err}; regenerating")
+                log.warning("cached session is not intact or not this one, regenerating it: %s", err)
         rec = self.generate(spec)
         if path is not None:
-            rec.save(path)
+            rec.save(path, identity=self.identity)
         return rec
 
     def iter_recordings(self, progress: bool = True) -> Iterator[Recording]:

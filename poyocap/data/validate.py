@@ -25,7 +25,8 @@ ALLEN_DECAY_S: dict[str, float] = {
 
 def neuron_moments(dff: np.ndarray, valid: np.ndarray | None = None, kurtosis: str = "pearson",
                    min_frames: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Skewness and kurtosis of each column of ``dff (T, N)`` over valid frames.
+    """Skewness and kurtosis of each column of ``dff (T, N)`` over valid frames (``valid`` (T,) or per value (T, N),
+    as :meth:`Recording.value_mask` gives it).
 
     Returns ``(skew (N,), kurt (N,), ok (N,) bool)``. ``kurtosis="pearson"`` gives a normal distribution 3,
     ``"excess"`` gives 0. Columns that are flat (zero variance) or have fewer than ``min_frames`` valid
@@ -37,7 +38,8 @@ def neuron_moments(dff: np.ndarray, valid: np.ndarray | None = None, kurtosis: s
     if x.ndim != 2:
         raise ValueError(f"dff must be (T, N), got shape {x.shape}")
     if valid is not None:
-        x = x[np.asarray(valid, bool)]
+        valid = np.asarray(valid, bool)
+        x = x[valid] if valid.ndim == 1 else np.where(valid, x, np.nan)[valid.any(axis=1)]
     finite = np.isfinite(x)
     n = finite.sum(axis=0)
     x = np.where(finite, x, np.nan)
@@ -145,7 +147,7 @@ def line_statistics(recordings: Sequence[Recording], kurtosis: str = "pearson") 
         recs = [r for r in recordings if r.cre_line == line]
         sk, ku, nz, ac, osi, rel, ev = [], [], [], [], [], [], []
         for r in recs:
-            s, k, _ = neuron_moments(r.dff, r.valid, kurtosis=kurtosis)
+            s, k, _ = neuron_moments(r.dff, r.value_mask(), kurtosis=kurtosis)
             sk.append(s)
             ku.append(k)
             n_sd = noise_sd(r.dff)

@@ -226,14 +226,15 @@ class WindowDataset(Dataset):
         sel = self._units(idx, len(self.cols[s]))
         cols = self.cols[s][sel]
         vals = rec.dff[t0:t1][:, cols]  # (L, U)
-        valid = rec.valid[t0:t1]
+        mask = np.repeat(rec.valid[t0:t1, None], len(cols), axis=1)
+        if rec.roi_valid is not None:  # this ROI's own NaN values are not tokens either
+            mask &= rec.roi_valid[t0:t1][:, cols]
         times = (rec.timestamps[t0:t1] - rec.timestamps[t0]).astype(np.float32)
-        n_u = vals.shape[1]
         item = {
             "values": torch.from_numpy(np.ascontiguousarray(vals, dtype=np.float32)),
             "unit_index": torch.from_numpy(self.rows[s][sel]),
             "times": torch.from_numpy(times),
-            "mask": torch.from_numpy(np.repeat(valid[:, None], n_u, axis=1)),
+            "mask": torch.from_numpy(mask),
             "direction": torch.tensor(int(self.table.direction[idx])),
             "frame": torch.tensor(int(self.table.frame[idx])),
             "frame_time": torch.tensor(float(self.table.frame_time[idx]), dtype=torch.float32),

@@ -9,7 +9,8 @@ carry the "SYNTHETIC DATA" stamp. Layout and contracts: ``docs/architecture.md``
   :mod:`.results` (the main table).
 """
 
-from .common import (artifact_dir, is_cached, keep_every, load_recordings, make_config, setup_notebook,
+from .common import (artifact_dir, is_cached, keep_every, load_cached, load_recordings, make_config, parse_seeds,
+                     setup_notebook,
                      source_label, subsample, table_header)
 from .data import DataStage, config_table, data_stage, environment_report, sessions_table
 from .filtering import FilteringStage, filtering_comparison, filtering_stage, load_partition, partition_path
@@ -19,7 +20,8 @@ from .pretrain import (PretrainRun, PretrainStage, evaluate_pretraining, pretrai
 from .results import headline, main_table
 
 __all__ = [
-    "artifact_dir", "is_cached", "keep_every", "load_recordings", "make_config", "setup_notebook", "source_label",
+    "artifact_dir", "is_cached", "keep_every", "load_cached", "load_recordings", "make_config", "parse_seeds", "setup_notebook",
+    "source_label",
     "subsample", "table_header", "DataStage", "config_table", "data_stage", "environment_report", "sessions_table",
     "FilteringStage", "filtering_comparison", "filtering_stage", "load_partition", "partition_path",
     "FinetuneStage", "finetune_stage", "run_method", "time_shuffled", "PretrainRun", "PretrainStage",

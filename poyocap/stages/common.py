@@ -5,15 +5,20 @@ See ``docs/architecture.md`` for how stages, methods and downstream tasks fit to
 
 from __future__ import annotations
 
+import logging
+import pickle
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
 from .. import paths
-from ..config import Config, stable_digest
+from ..config import Config, parse_seeds, stable_digest
 from ..data.recording import Recording
 from ..data.windows import WindowDataset
+
+log = logging.getLogger("poyocap")
+T = TypeVar("T")
 
 
 def make_config(scale: str = "demo", source: str | None = None, seeds: str | Sequence[int] | None = None,
@@ -24,10 +29,8 @@ def make_config(scale: str = "demo", source: str | None = None, seeds: str | Seq
     if source:
         over["data"] = {"source": source}
     if seeds is not None and seeds != "":
-        seq = [int(s) for s in seeds.split(",")] if isinstance(seeds, str) else [int(s) for s in seeds]
-        if not seq:
-            raise ValueError("seeds must name at least one seed")
-        over["eval"] = {"seeds": tuple(seq)}
+        seq = parse_seeds(seeds)
+        over["eval"] = {"seeds": seq}
         over["seed"] = seq[0]
     if partition:
         over["filtering"] = {"partition": partition}
@@ -88,6 +91,34 @@ def artifact_dir(cfg: Config, stage: str, sections: Sequence[str], version: int,
 def is_cached(out_dir: Path, files: Sequence[str], force: bool = False) -> bool:
     """A finished run is reused when every file it wrote is there (and ``force`` is off)."""
     return not force and all((out_dir / f).exists() for f in files)
+
+
+#: what reading a damaged artifact raises (torch.load, pandas, json, numpy)
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
+
+
+def load_state_exactly(module: "torch.nn.Module", state: dict[str, Any]) -> None:  # noqa: F821
+    """``module.load_state_dict(state)`` only if the keys match exactly (else KeyError, module untouched)."""
+    if set(state) != set(module.state_dict()):
+        raise KeyError("the saved weights belong to another model")
+    module.load_state_dict(state)
+
+
+def load_cached(out_dir: Path, files: Sequence[str], force: bool, loader: Callable[[], T]) -> T | None:
+    """``loader()`` when the finished run in ``out_dir`` can be reused; None (with one log line saying why, when
+    part of a run is there) when it must be built again: ``force``, a file missing, or a file unreadable."""
+    if force or not out_dir.exists():
+        return None
+    missing = [f for f in files if not (out_dir / f).exists()]
+    if missing:
+        if len(missing) < len(files):
+            log.warning("%s: %s missing - rebuilding this run", out_dir, ", ".join(missing))
+        return None
+    try:
+        return loader()
+    except UNREADABLE as err:
+        log.warning("%s: cached run unreadable (%s: %s) - rebuilding it", out_dir, type(err).__name__, err)
+        return None
 
 
 def keep_every(dataset: WindowDataset, every: int) -> WindowDataset:

@@ -26,12 +26,12 @@ from ..methods import Method, methods_for
 from ..model.encoder import CalciumEncoder
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
-from ..train import TrainSettings, eval_batches, train
-from .common import artifact_dir, is_cached, load_recordings, subsample
+from ..train import TrainSettings, eval_batches, read_history, train
+from .common import artifact_dir, load_cached, load_recordings, load_state_exactly, subsample
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
 
-FINETUNE_ARTIFACT_VERSION = 2
+FINETUNE_ARTIFACT_VERSION = 3
 RUN_FILES = ("model.pt", "metrics.csv", "eval.npz")
 
 
@@ -71,8 +71,19 @@ class FinetuneSetup:
     pretrain: PretrainStage
     downstream: Pool
     everyone: Pool  # pretrain + downstream mice (scratch on all lines)
-    root: Path = field(default=Path("."))
+    key: dict[str, Any] = field(default_factory=dict)  # what every run's artifact key shares
     _shuffled: Pool | None = None
+
+    def run_dir(self, method: Method, seed: int) -> Path:
+        """The run's directory; its key names every input: config sections, task, loss, the method's recipe and
+        the weights it starts from (the pretrained encoder's digest)."""
+        recipe = {k: v for k, v in dataclasses.asdict(method).items() if k != "paper"}
+        init = None
+        if method.init == "pretrained":
+            init = next(r for r in self.pretrain.runs if r.seed == seed).weights_digest
+        return artifact_dir(self.cfg, f"finetune_{self.task.name}", ("data", "encoder", "pretrain", "finetune"),
+                            FINETUNE_ARTIFACT_VERSION, f"-{method.slug}-seed{seed}", **self.key, method=recipe,
+                            init_weights=init)
 
     def pools(self, method: Method) -> tuple[Pool, Pool]:
         """(training pool, evaluation pool) of ``method``: the test set is always the downstream mice's."""
@@ -108,7 +119,10 @@ def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]
     for r in recordings:
         shifts = rng.integers(900, max(901, r.n_frames - 900), size=r.n_units)
         dff = np.stack([np.roll(r.dff[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
-        out.append(dataclasses.replace(r, dff=dff, valid=None))
+        roi_valid = r.value_mask() if r.roi_valid is not None else np.repeat(r.valid[:, None], r.n_units, axis=1)
+        roi_valid = np.stack([np.roll(roi_valid[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
+        # frame-level validity no longer lines up across ROIs: each ROI keeps its own (shifted) mask
+        out.append(dataclasses.replace(r, dff=dff, valid=None, roi_valid=None if roi_valid.all() else roi_valid))
     return out
 
 
@@ -127,7 +141,7 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
                progress: bool = True) -> RunResult:
     """Fine-tune (or reuse) ``method`` with ``seed``, select on validation, score on the test set."""
     cfg, task, fc = setup.cfg, setup.task, setup.cfg.finetune
-    out = setup.root.with_name(f"{setup.root.name}-{method.slug}-seed{seed}")
+    out = setup.run_dir(method, seed)
     train_pool, eval_pool = setup.pools(method)
     seed_everything(seed)
     model, vocab = _initial_model(setup, method, seed, train_pool)
@@ -139,11 +153,15 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     def val_score(m: nn.Module, step: int) -> dict[str, float]:
         return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
 
-    if is_cached(out, RUN_FILES, force):
-        model.load_state_dict(torch.load(out / "model.pt", map_location="cpu", weights_only=False))
-        history = pd.read_csv(out / "metrics.csv")
-    else:
-        settings = TrainSettings(eval_every=fc.eval_every,
+    def reuse() -> pd.DataFrame:
+        state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
+        history = read_history(out / "metrics.csv")
+        load_state_exactly(model, state)
+        return history
+
+    history = load_cached(out, RUN_FILES, force, reuse)
+    if history is None:
+        settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
                                  frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
         res = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
                     device="cpu" if cfg.scale != "paper" else None, eval_fn=val_score, select_key="val_score",
@@ -187,11 +205,9 @@ def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] 
     if not down:
         raise ValueError("the downstream pool is empty")
     pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
-    root = artifact_dir(cfg, f"finetune_{task.name}", ("data", "encoder", "pretrain", "finetune"),
-                        FINETUNE_ARTIFACT_VERSION, "", lines=list(partition.predictable_lines), task=task.name,
-                        loss=task.loss_spec)
+    key = {"lines": list(partition.predictable_lines), "task": task.name, "loss": task.loss_spec}
     return FinetuneSetup(cfg, task, pretrain, Pool(down, task.windows(down)),
-                         Pool(pre + down, task.windows(pre + down)), root)
+                         Pool(pre + down, task.windows(pre + down)), key)
 
 
 def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | None = None, progress: bool = True,

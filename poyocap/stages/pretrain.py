@@ -25,9 +25,9 @@ from ..evaluate import latent_features, masked_reconstruction, per_session_probe
 from ..model.encoder import CalciumEncoder
 from ..model.pretrain import TwinMaskedPretrainer
 from ..plotting import save_table
-from ..repro import run_metadata, seed_everything
-from ..train import TrainSettings, save_atomic, train
-from .common import artifact_dir, is_cached, keep_every, load_recordings, table_header
+from ..repro import run_metadata, seed_everything, weights_digest
+from ..train import TrainSettings, read_history, save_atomic, train
+from .common import artifact_dir, keep_every, load_cached, load_recordings, load_state_exactly, table_header
 from .filtering import load_partition
 
 #: Bump when the training or evaluation code changes what a cached run would contain.
@@ -46,6 +46,11 @@ class PretrainRun:
     history: pd.DataFrame
     evaluation: dict[str, float]
     cached: bool
+
+    @property
+    def weights_digest(self) -> str:
+        """Identity of the encoder's weights (fine-tuning runs started from it include it in their key)."""
+        return weights_digest(self.encoder.state_dict())
 
 
 @dataclass
@@ -129,11 +134,17 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                        f"-seed{seed}", predictable_lines=list(partition.predictable_lines))
     seed_everything(seed)
     objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
-    if is_cached(out, RUN_FILES, force):
-        objective.load_state_dict(torch.load(out / "encoder.pt", map_location="cpu", weights_only=False)["objective"])
-        return PretrainRun(seed, out, objective.encoder, pd.read_csv(out / "metrics.csv"),
-                           json.loads((out / "evaluation.json").read_text()), cached=True)
-    settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every)
+    def reuse() -> PretrainRun:
+        saved = torch.load(out / "encoder.pt", map_location="cpu", weights_only=False)["objective"]
+        history = read_history(out / "metrics.csv")
+        evaluation = json.loads((out / "evaluation.json").read_text())
+        load_state_exactly(objective, saved)
+        return PretrainRun(seed, out, objective.encoder, history, evaluation, cached=True)
+
+    cached = load_cached(out, RUN_FILES, force, reuse)
+    if cached is not None:
+        return cached
+    settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every, checkpoint_every=cfg.pretrain.checkpoint_every)
     result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
                    device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
                    desc=f"pretrain seed {seed}", resume=not force)
