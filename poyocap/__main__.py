@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         "finetune": "fine-tuning on the unpredictable lines, POYO-CAP vs scratch + floors (notebooks 04-05); "
                     "with --task both, also the main results table",
     }
+    own = sub.add_parser("own-data", help="your own dF/F (.npz) through the regularity filter (label-free, or "
+                                           "line-level with >= 3 Cre lines)", description=OWN_DATA_HELP)
+    own.add_argument("files", nargs="+", help=".npz files with the keys of poyocap.data.arrays.load_npz")
+    own.add_argument("--scale", choices=SCALES, default=None,
+                     help="also call the cells with that scale's per-neuron thresholds (its Partition artifact)")
+    own.add_argument("--snr-min", type=float, default=1.5, help="SNR-aware call: std/noise below this is 'too noisy'")
     for name, help_text in specs.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--scale", choices=SCALES, default="demo")
@@ -79,6 +85,8 @@ def _run(args: argparse.Namespace) -> int:
     from . import paths, stages
 
     pd.set_option("display.width", 200)
+    if args.stage == "own-data":
+        return _own_data(args)
     cfg = stages.make_config(args.scale, args.source, args.seeds, partition=getattr(args, "partition", None))
     _check_writable(paths.output_root())
     if args.stage == "setup":
@@ -107,6 +115,34 @@ def _run(args: argparse.Namespace) -> int:
         print(result.summary.round(4).to_string(index=False))
         for run in result.runs:
             print(f"seed {run.seed}: {run.out_dir / 'encoder.pt'}")
+    return 0
+
+
+OWN_DATA_HELP = ("Per-cell statistics (skewness, kurtosis, noise, SNR, autocorrelation, event rate, correlation) of "
+                 "your own recordings and the paper's regularity call per neuron, plain and SNR-aware. File format: "
+                 "dff (N, T), fs_hz, optional segment_bounds, trial_onset_frame, trial_stimulus_orientation, "
+                 "trial_stimulus_temporal_frequency, cell_specimen_id, meta (JSON) - see poyocap/data/arrays.py.")
+
+
+def _own_data(args: argparse.Namespace) -> int:
+    from . import stages
+    from .filtering import Partition
+
+    result = stages.own_data_stage(args.files, snr_min=args.snr_min)
+    cols = ["unit_id", "skewness", "kurtosis", "snr", "event_rate_hz", "label_free", "snr_aware"]
+    print(f"{len(result.cells)} cells in {len(result.recordings)} recording(s); per-neuron knee thresholds of these "
+          f"cells: " + ", ".join(f"{k} <= {v:.3f}" for k, v in result.thresholds.items()))
+    print(result.cells[cols].round(3).to_string(index=False, max_rows=40))
+    for call in ("label_free", "snr_aware"):
+        print(f"{call}: " + ", ".join(f"{k} {v}" for k, v in result.cells[call].value_counts().items()))
+    if args.scale:
+        cfg = stages.make_config(args.scale)
+        thr = Partition.load(stages.partition_path(cfg)).neuron_thresholds
+        calls = stages.realism.label_free_calls(result.cells, thr, args.snr_min)
+        print(f"with the {args.scale} observatory's per-neuron thresholds ({thr}): "
+              + ", ".join(f"{k} {v}" for k, v in calls["label_free"].value_counts().items()))
+    if result.partition is not None:
+        print(f"line-level partition: predictable {list(result.partition.predictable_lines)}")
     return 0
 
 

@@ -46,7 +46,8 @@ def test_structure_mirrors_the_observatory(smoke_cfg, smoke_recordings):
 
 
 def test_calibration_ranges_per_line_group(smoke_recordings):
-    """Interneuron-like lines: near-Gaussian; sparse excitatory lines: heavy tails; noise SD 0.02-0.05."""
+    """Interneuron lines: closer to Gaussian than the sparse excitatory lines (measured, never set); the noise SD of
+    every line near the real Cux2 sample's 0.06 (p10-p90 0.050-0.073) that the imaging constants are calibrated on."""
     def line_means(line):
         sk, ku = [], []
         for r in smoke_recordings:
@@ -56,25 +57,29 @@ def test_calibration_ranges_per_line_group(smoke_recordings):
                 ku.append(k)
         return np.nanmean(np.concatenate(sk)), np.nanmean(np.concatenate(ku))
 
-    for line in INTERNEURON_LINES:
-        s, k = line_means(line)
-        assert 1.3 <= s <= 2.7 and 4.5 <= k <= 11, (line, s, k)
-    for line in SPARSE_EXCITATORY:
-        s, k = line_means(line)
-        assert k >= 20 and s >= 3.5, (line, s, k)
+    inter = [line_means(line) for line in INTERNEURON_LINES]
+    sparse = [line_means(line) for line in SPARSE_EXCITATORY]
+    assert max(s for s, _ in inter) < min(s for s, _ in sparse), (inter, sparse)
+    assert max(k for _, k in inter) < min(k for _, k in sparse), (inter, sparse)
+    assert all(1.5 <= s <= 3.0 and 5 <= k <= 16 for s, k in inter), inter
+    assert all(s >= 3.0 and k >= 20 for s, k in sparse), sparse
     stats = line_statistics(smoke_recordings)
-    assert stats["noise_sd_dff"].between(0.02, 0.05).all()
+    assert stats["noise_sd_dff"].between(0.045, 0.08).all()
 
 
 def test_fitted_decay_tracks_the_allen_constants(smoke_recordings):
-    """GCaMP6s Pvalb decays slower than GCaMP6f lines; each fit within 30 % at smoke scale (20 % at demo)."""
+    """Excitatory lines' isolated transients decay with their Allen constants (within 25 %; measured +16-19 % at
+    smoke and demo); GCaMP6s Pvalb decays slower than GCaMP6f lines. (Since the calibration the dense, low-SNR
+    interneuron traces rarely show isolated transients and their fits are inflated by summation - Sst ~0.8 s vs
+    0.464 s - so no bound is asserted for them.)"""
     taus = {}
-    for line in ("Sst-IRES-Cre", "Pvalb-IRES-Cre", "Slc17a7-IRES2-Cre", "Scnn1a-Tg3-Cre"):
+    for line in ("Pvalb-IRES-Cre", "Slc17a7-IRES2-Cre", "Scnn1a-Tg3-Cre", "Cux2-CreERT2"):
         tau, n, _ = fit_decay([r for r in smoke_recordings if r.cre_line == line])
         assert n >= 5
         taus[line] = tau
-        assert abs(tau - LINE_PHYSIOLOGY[line].decay_s) / LINE_PHYSIOLOGY[line].decay_s < 0.3, (line, tau)
-    assert taus["Pvalb-IRES-Cre"] > taus["Slc17a7-IRES2-Cre"]
+        if line != "Pvalb-IRES-Cre":
+            assert abs(tau - LINE_PHYSIOLOGY[line].decay_s) / LINE_PHYSIOLOGY[line].decay_s < 0.25, (line, tau)
+    assert taus["Pvalb-IRES-Cre"] > 1.5 * taus["Slc17a7-IRES2-Cre"]
 
 
 def test_gratings_drive_tuned_responses(smoke_recordings):
@@ -136,3 +141,18 @@ def test_allen_dff_baseline_removes_bleaching():
     f = 1000.0 * np.exp(-t / 3000.0) * np.ones((1, 3))  # the synthetic bleaching time constant
     dff = synthetic.allen_dff(f.astype(np.float32))
     assert np.abs(dff).max() < 0.05
+
+
+def test_cache_identity_covers_the_generator_parameters(smoke_cfg, monkeypatch):
+    """Changing a physiological parameter changes the cache digest, so stale sessions are never reused."""
+    import dataclasses
+
+    from poyocap.data import synthetic as syn
+
+    before = SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=None).digest
+    line = "Cux2-CreERT2"
+    monkeypatch.setitem(syn.LINE_PHYSIOLOGY, line, dataclasses.replace(syn.LINE_PHYSIOLOGY[line], rate_hz=9.0))
+    changed = SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=None).digest
+    assert changed != before
+    monkeypatch.setitem(syn.IMAGING, "photons_per_frame", 1.0)
+    assert SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=None).digest not in (before, changed)

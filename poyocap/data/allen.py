@@ -30,7 +30,7 @@ import numpy as np
 
 from ..config import ALL_CRE_LINES
 from .movie import resize_movie
-from .recording import GRATING_DIRECTIONS, GRATING_TEMPORAL_FREQS, Recording, RecordingFileError
+from .recording import GRATING_DIRECTIONS, GRATING_TEMPORAL_FREQS, INHIBITORY_LINES, Recording, RecordingFileError
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +40,6 @@ MOVIE_GROUP = "stimulus/presentation/natural_movie_one_stimulus"
 MOVIE_TEMPLATE = "stimulus/templates/natural_movie_one_image_stack/data"
 MOVIE_FRAMES = 900
 
-#: Cell class from each line's biology (used only by the inhibitory-only ablation).
-INHIBITORY_LINES = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
 
 
 class AllenDownloadError(RuntimeError):

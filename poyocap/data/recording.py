@@ -39,6 +39,8 @@ GRATING_DIRECTIONS: tuple[int, ...] = (0, 45, 90, 135, 180, 225, 270, 315)
 GRATING_TEMPORAL_FREQS: tuple[int, ...] = (1, 2, 4, 8, 15)
 CELL_CLASSES: tuple[str, ...] = ("excitatory", "inhibitory")
 GRATING_FIELDS: tuple[str, ...] = ("start", "stop", "direction_deg", "temporal_freq_hz")
+#: Cell class from each line's biology (the inhibitory-only ablation; arrays without a cell_class).
+INHIBITORY_LINES: tuple[str, ...] = ("Sst-IRES-Cre", "Vip-IRES-Cre", "Pvalb-IRES-Cre")
 MIN_RATE_HZ, MAX_RATE_HZ = 0.5, 1000.0  # plausible imaging rates (ABO 2-photon: 30 Hz)
 FORMAT_VERSION = 2  # 2: files carry their identity (session id + generator / experiment)
 
@@ -104,6 +106,21 @@ class Recording:
     @property
     def sampling_rate_hz(self) -> float:
         return float(1.0 / np.median(np.diff(self.timestamps)))
+
+    @staticmethod
+    def segments_of(timestamps: np.ndarray) -> np.ndarray:
+        """Contiguous-segment index of every frame ``(T,)``: a step > 1.5 frame intervals starts a new segment
+        (recordings assembled from pieces; no window, lag or difference may cross one)."""
+        ts = np.asarray(timestamps, dtype=np.float64)
+        if len(ts) < 2:
+            return np.zeros(len(ts), np.int64)
+        d = np.diff(ts)
+        return np.r_[0, np.cumsum(d > 1.5 * np.median(d))].astype(np.int64)
+
+    @property
+    def segment_id(self) -> np.ndarray:
+        """:meth:`segments_of` this recording's timestamps (all 0 for one continuous recording)."""
+        return self.segments_of(self.timestamps)
 
     @property
     def n_trials(self) -> int:

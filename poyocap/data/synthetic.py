@@ -58,7 +58,7 @@ DEG_PER_PIXEL = 120.0 / RETINA_HW[1]
 GRATING_SF_CPD = 0.04
 GRATING_CONTRAST = 0.8
 TRIAL_ON_S, TRIAL_OFF_S = 2.0, 1.0
-SYNTHETIC_VERSION = 3  # bump when the generator changes, so caches are regenerated
+SYNTHETIC_VERSION = 4  # bump when the generator changes, so caches are regenerated
 
 
 @dataclass(frozen=True)
@@ -80,6 +80,9 @@ class LinePhysiology:
     state_coupling: float  # exponent of the shared arousal/running gain
     decay_s: float  # Allen event-decay constant for this line (docs/architecture.md), used as calcium decay
     areas: tuple[str, ...] = ("VISp", "VISl", "VISal", "VISpm", "VISam", "VISrl")
+    # fraction of the non-stimulus drive's variance common to the session's cells (population coupling, Okun et
+    # al. 2015; shared spontaneous dimensions, Stringer et al. 2019); calibrated on the real Cux2 sample
+    population_coupling: float = 0.0
 
 
 # One table for every line parameter, with its physiological motivation.
@@ -96,39 +99,58 @@ class LinePhysiology:
 #             (de Vries 2020: ~30 % respond reliably), higher for PV/SST cells driven by many inputs.
 #   decay_s   Allen event-detection decay constants per line (ophys_etl_pipelines); midpoints of ranges.
 #   rois      ABO: ~100-300 ROIs/session for excitatory lines, tens for Sst/Vip, ~10-20 for Pvalb.
+# Calibration on the real Cux2 sample (shared/real, 127 cells; poyocap.data.cellstats; docs/calibration.md):
+#   the pre-calibration cells were bright, sparse and too skewed (median std/noise 3.5 vs 1.5, 1-frame
+#   autocorrelation 0.91 vs 0.55, event rate 0.054 vs 0.12 Hz, pairwise correlation 0.088 vs 0.13). Changes, each a
+#   physiological quantity: smaller effective dF/F per spike with a wider cell-to-cell expression spread (most ROIs
+#   in population imaging are dim; Huang et al. 2021: most single spikes are undetectable) -> lower SNR; dimmer ROIs
+#   (more shot noise) -> noise SD 0.06; more, smaller firing events (rate x4.8, bursts of ~3 spikes: the signal power
+#   rate x dF/F-per-spike is unchanged) and less stimulus-locked drive (reliability 0.7 -> 0.4, de Vries 2020: most
+#   cells respond unreliably) with larger epoch-to-epoch gain variability (CV 0.4 -> 0.7; mouse V1 Fano factors > 1)
+#   -> event rate and heavy tails; a shared component of the non-stimulus drive (population coupling 0.9 of its
+#   variance, Okun et al. 2015) -> pairwise correlation (raising the true neuropil contamination instead also worked
+#   for Cux2 but made the interneuron lines' traces neuropil-dominated, pairwise correlation ~0.5: not kept). Skewness and kurtosis are never set: they are measured after the change. The other
+#   excitatory lines get the same relative changes (rate x4.8, bursts x1.67, threshold -0.5, reliability x0.57,
+#   CV 0.7, coupling 0.9); the interneuron lines keep their literature values and change only through the shared
+#   indicator and imaging constants (their effective dF/F per spike is 5.4x smaller than before).
 LINE_PHYSIOLOGY: dict[str, LinePhysiology] = {
-    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 0.6, 2.0, 1.6, 1, 0.4, 0.70, 0.40, 0.5, 0.317),
-    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 0.6, 2.0, 1.6, 1, 0.4, 0.70, 0.40, 0.5, 0.347),
-    "Cux2-CreERT2": LinePhysiology("L2/3-L4", (175, 275), "GCaMP6f", "excitatory", 200, 0.5, 1.8, 1.8, 1, 0.3, 0.70, 0.40, 0.5, 0.346),
-    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 0.8, 2.0, 1.5, 1, 0.3, 0.70, 0.40, 0.4, 0.405),
-    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 0.9, 2.0, 1.5, 1, 0.3, 0.70, 0.40, 0.4, 0.406, ("VISp",)),
-    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 0.8, 2.0, 1.5, 1, 0.3, 0.70, 0.40, 0.4, 0.420),
-    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 1.0, 3.0, 1.5, 2, 0.5, 0.70, 0.40, 0.6, 0.450),
-    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 1.2, 3.0, 1.4, 2, 0.5, 0.70, 0.40, 0.6, 0.433, ("VISp", "VISl")),
-    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 0.8, 2.2, 1.5, 1, 0.4, 0.70, 0.40, 0.5, 0.376, ("VISp", "VISl")),
-    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 2.0, 1.2, 0.3, 4, 0.6, 0.60, 0.40, 1.0, 0.378),
+    #                                                                      rois rate  burst thr  sub cx   rel   cv   state decay_s           areas                pop. coupling
+    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 2.9, 3.3, 1.1, 1, 0.4, 0.40, 0.7, 0.5, 0.317, population_coupling=0.9),
+    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 2.9, 3.3, 1.1, 1, 0.4, 0.40, 0.7, 0.5, 0.347, population_coupling=0.9),
+    "Cux2-CreERT2": LinePhysiology("L2/3-L4", (175, 275), "GCaMP6f", "excitatory", 200, 2.4, 3.0, 1.3, 1, 0.3, 0.40, 0.7, 0.5, 0.346, population_coupling=0.9),
+    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 3.8, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.405, population_coupling=0.9),
+    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 4.3, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.406, ("VISp",), population_coupling=0.9),
+    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 3.8, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.420, population_coupling=0.9),
+    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 4.8, 5.0, 1.0, 2, 0.5, 0.40, 0.7, 0.6, 0.450, population_coupling=0.9),
+    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 5.8, 5.0, 0.9, 2, 0.5, 0.40, 0.7, 0.6, 0.433, ("VISp", "VISl"), population_coupling=0.9),
+    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 3.8, 3.7, 1.0, 1, 0.4, 0.40, 0.7, 0.5, 0.376, ("VISp", "VISl"), population_coupling=0.9),
+    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 9.6, 2.0, -0.2, 4, 0.6, 0.34, 0.7, 1.0, 0.378, population_coupling=0.9),
+    # interneurons: literature values, unchanged by the calibration (no real sample); see INDICATORS / IMAGING
     "Sst-IRES-Cre": LinePhysiology("L4-L5", (275, 375), "GCaMP6f", "inhibitory", 25, 5.0, 1.0, -0.3, 8, 0.7, 0.80, 0.30, 0.7, 0.464),
     "Vip-IRES-Cre": LinePhysiology("L2/3", (175,), "GCaMP6f", "inhibitory", 30, 4.0, 1.0, -0.2, 8, 0.7, 0.80, 0.30, 1.2, 0.520),
-    "Pvalb-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6s", "inhibitory", 15, 4.0, 1.0, -0.3, 8, 0.8, 0.80, 0.30, 1.0, 0.715),
+    "Pvalb-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6s", "inhibitory", 15, 4.0, 1.0, -0.3, 8, 0.8, 0.80, 0.40, 0.7, 0.715),
 }
 
 #: Indicator properties (Chen et al. 2013; Dana et al. 2019): rise time, dF/F per spike, saturation level.
 INDICATORS: dict[str, dict[str, float]] = {
-    "GCaMP6f": {"rise_s": 0.06, "dff_per_spike": 0.15, "dff_max": 3.0},
-    "GCaMP6s": {"rise_s": 0.12, "dff_per_spike": 0.25, "dff_max": 4.0},
+    # effective dF/F per spike in population imaging (calibrated for 6f on the Cux2 sample: 0.15 -> 0.028; 6s scaled
+    # by the same factor from 0.25)
+    "GCaMP6f": {"rise_s": 0.06, "dff_per_spike": 0.028, "dff_max": 3.0},
+    "GCaMP6s": {"rise_s": 0.12, "dff_per_spike": 0.047, "dff_max": 4.0},
 }
 
 #: Imaging constants shared by all lines.
 IMAGING = {
-    "photons_per_frame": 900.0,  # mean ROI brightness; shot noise SD = 1/sqrt(photons) ~ 0.03 dF/F
+    "photons_per_frame": 340.0,  # mean ROI brightness (calibrated: noise SD of the Cux2 sample, 0.06 dF/F)
     "brightness_log_sd": 0.35,
+    "expression_log_sd": 0.7,  # cell-to-cell spread of indicator expression (calibrated: spread of std/noise)
     "neuropil_r_allen": 0.7,  # the Allen pipeline's neuropil coefficient
     "neuropil_r_true": (0.5, 0.9),  # per-ROI true contamination
     "neuropil_brightness": 0.6,  # neuropil F relative to the ROI's baseline F
     "bleach_tau_s": 3000.0,
     "state_tau_s": 15.0,  # arousal/running fluctuations (Reimer 2014: tens of seconds)
     "state_sd": 0.6,
-    "private_tau_s": 0.3,
+    "private_tau_s": 0.2,  # correlation time of the non-stimulus drive (calibrated: event rate; was 0.3)
     "baseline_mode_frames": 5400,  # AllenSDK dF/F: windowed mode ...
     "baseline_mean_frames": 3000,  # ... then windowed mean
 }
@@ -324,6 +346,9 @@ def simulate_session(
     # ---- nonlinearity with private noise, state and trial-to-trial gain
     rel = np.clip(rng.normal(phys.reliability, 0.1, n_units), 0.05, 0.95).astype(np.float32)
     private = _ou(rng, n_t, n_units, IMAGING["private_tau_s"])
+    if phys.population_coupling > 0:  # (drawn only when used, so other lines keep their random streams)
+        pc = phys.population_coupling
+        private = np.sqrt(1 - pc) * private + np.sqrt(pc) * _ou(rng, n_t, 1, IMAGING["private_tau_s"])
     z = rel * stim + np.sqrt(1 - rel**2) * private
     thr = phys.threshold + rng.normal(0, 0.2, n_units)
     f = np.maximum(z - thr, 0.0) ** 2
@@ -347,7 +372,7 @@ def simulate_session(
     s = spikes.astype(np.float32)
     cal = (signal.lfilter([1.0], [1.0, -a_d], s, axis=0) - signal.lfilter([1.0], [1.0, -a_r], s, axis=0))
     peak = _kernel_peak(a_d, a_r)
-    x = (ind["dff_per_spike"] * np.exp(rng.normal(0, 0.25, n_units)))[None] * cal / peak
+    x = (ind["dff_per_spike"] * np.exp(rng.normal(0, IMAGING["expression_log_sd"], n_units)))[None] * cal / peak
     dff_true = x / (1.0 + x / ind["dff_max"])
 
     # ---- fluorescence: brightness, bleaching, neuropil, shot noise; then the Allen pipeline
@@ -429,7 +454,10 @@ class SyntheticObservatory:
         self.cfg = cfg
         self.seed = seed
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
-        payload = {"cfg": dataclasses.asdict(cfg), "seed": seed, "version": SYNTHETIC_VERSION}
+        # the generator's own parameters are part of the identity: a changed table never reuses stale sessions
+        physiology = {line: dataclasses.asdict(p) for line, p in LINE_PHYSIOLOGY.items()}
+        payload = {"cfg": dataclasses.asdict(cfg), "seed": seed, "version": SYNTHETIC_VERSION,
+                   "physiology": physiology, "indicators": INDICATORS, "imaging": IMAGING}
         self.digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         self.identity = {"generator": "synthetic", "version": SYNTHETIC_VERSION, "digest": self.digest}
         self.sessions = self._plan()

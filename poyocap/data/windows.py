@@ -148,6 +148,10 @@ def movie_windows(
 
 def _append(cols, si, t0, t1, split, direction, frame, frame_time, rec) -> None:  # noqa: ANN001
     n = len(t0)
+    seg = rec.segment_id
+    if n and seg[-1] > 0:  # a window that spans a gap between recorded segments is dropped (split -2)
+        t0a, t1a = np.asarray(t0, np.int64), np.asarray(t1, np.int64)
+        split = np.where(seg[t0a] == seg[np.maximum(t1a - 1, t0a)], split, -2)
     cols["session"].append(np.full(n, si, np.int64))
     cols["t0"].append(np.asarray(t0, np.int64))
     cols["t1"].append(np.asarray(t1, np.int64))

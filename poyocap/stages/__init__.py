@@ -17,6 +17,8 @@ from .filtering import FilteringStage, filtering_comparison, filtering_stage, lo
 from .finetune import FinetuneStage, finetune_stage, run_method, time_shuffled
 from .pretrain import (PretrainRun, PretrainStage, evaluate_pretraining, pretrain_data, pretrain_stage,
                        pretraining_checks, pretraining_verdicts)
+from . import realism
+from .realism import OwnData, Realism, own_data_stage, realism_stage
 from .results import headline, main_table
 
 __all__ = [
@@ -26,5 +28,5 @@ __all__ = [
     "FilteringStage", "filtering_comparison", "filtering_stage", "load_partition", "partition_path",
     "FinetuneStage", "finetune_stage", "run_method", "time_shuffled", "PretrainRun", "PretrainStage",
     "evaluate_pretraining", "pretrain_data", "pretrain_stage", "pretraining_checks", "pretraining_verdicts",
-    "headline", "main_table",
+    "headline", "main_table", "Realism", "realism_stage", "OwnData", "own_data_stage",
 ]

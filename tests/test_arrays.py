@@ -1,0 +1,127 @@
+"""Bring-your-own dF/F on a committed excerpt of the real Allen sample (8 cells x 5 min across a segment boundary,
+tests/data/cux2_excerpt.npz; provenance in poyocap/data/reference/README.md), and the statistics module pinned
+against independent computations on the same arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from poyocap.data.arrays import load_npz, recording_from_arrays
+from poyocap.data.cellstats import cell_statistics, direction_decodability
+from poyocap.data.splits import build_splits
+from poyocap.data.windows import grating_windows, pretrain_windows
+
+EXCERPT = Path(__file__).parent / "data" / "cux2_excerpt.npz"
+META = {"session_id": "s1", "cre_line": "Cux2-CreERT2"}
+
+
+@pytest.fixture(scope="module")
+def excerpt():
+    with pytest.warns(UserWarning, match="blank"):
+        rec = load_npz(EXCERPT, source="allen")
+    with np.load(EXCERPT) as f:
+        raw = f["dff"].astype(np.float32).T, f["segment_bounds"]
+    return rec, raw
+
+
+def test_excerpt_becomes_a_recording_with_two_segments(excerpt):
+    rec, (dff, bounds) = excerpt
+    assert rec.dff.shape == dff.shape == (9000, 8) and rec.cre_line == "Cux2-CreERT2" and rec.source == "allen"
+    seg = rec.segment_id
+    assert seg[: bounds[0, 1]].max() == 0 and seg[bounds[1, 0]:].min() == 1
+    assert rec.sampling_rate_hz == pytest.approx(30.0) and rec.n_trials > 50
+    assert set(rec.grating_trials["direction_deg"]) <= set(range(0, 360, 45))
+
+
+def test_no_window_crosses_the_segment_gap(excerpt):
+    rec, (_, bounds) = excerpt
+    gap = bounds[0, 1]
+    splits = build_splits([rec], novel_fraction=0.1)
+    assert ((pretrain_windows([rec], splits, 1.0, 0.25).t0 < gap) & (pretrain_windows([rec], splits, 1.0, 0.25).t1
+                                                                    > gap)).any(), "the tiling does reach the gap"
+    for table in (pretrain_windows([rec], splits, 1.0, 0.25), grating_windows([rec], splits, 1.0)):
+        kept = table.split != -2
+        assert kept.sum() > 0
+        crossing = (table.t0 < gap) & (table.t1 > gap)
+        assert not (crossing & kept).any(), "a kept window spans the gap"
+
+
+def test_statistics_match_independent_computation(excerpt):
+    rec, (dff, bounds) = excerpt
+    cells = cell_statistics(rec)
+    x = dff.astype(np.float64)
+    np.testing.assert_allclose(cells["skewness"], stats.skew(x, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(cells["kurtosis"], stats.kurtosis(x, axis=0, fisher=False), rtol=1e-6)
+    segs = [x[a:b] for a, b in bounds]
+    d = np.concatenate([np.diff(s, axis=0) for s in segs])
+    mad = np.median(np.abs(d - np.median(d, axis=0)), axis=0)
+    np.testing.assert_allclose(cells["noise_sd"], 1.4826 * mad / np.sqrt(2), rtol=1e-6)
+    np.testing.assert_allclose(cells["snr"], x.std(0) / (1.4826 * mad / np.sqrt(2)), rtol=1e-6)
+    for j in range(3):  # lag-1 and lag-30 autocorrelation from the pairs inside each segment only
+        for lag, col in ((1, "ac_1frame"), (30, "ac_1s")):
+            a = np.concatenate([s[:-lag, j] for s in segs])
+            b = np.concatenate([s[lag:, j] for s in segs])
+            assert cells[col][j] == pytest.approx(np.corrcoef(a, b)[0, 1], abs=1e-9)
+    c = np.corrcoef(x.T)
+    np.testing.assert_allclose(cells["mean_corr"], (c.sum(1) - 1) / 7, rtol=1e-6)
+    assert (cells["event_rate_hz"] > 0).all() and (cells["event_rate_hz"] < 1).all()
+
+
+def test_event_detector_counts_by_hand():
+    """Three separated bumps (one re-armed between two close ones, one not) on a flat trace."""
+    t = 3000
+    dff = np.zeros((t, 2), np.float32) + np.random.default_rng(0).normal(0, 0.01, (t, 2)).astype(np.float32)
+    for start in (500, 1500, 1520, 2500):  # 1500 and 1520: no fall below median + 2 noise between -> one event
+        dff[start:start + 10, 0] += 1.0
+    dff[1510:1520, 0] += 1.0
+    rec = recording_from_arrays(dff, metadata=META, rate_hz=30.0)
+    cells = cell_statistics(rec)
+    assert cells["event_rate_hz"][0] * (t / 30.0) == pytest.approx(3)
+
+
+def test_bad_input_is_refused_clearly():
+    dff = np.zeros((600, 3), np.float32) + np.random.default_rng(0).normal(0, 0.1, (600, 3)).astype(np.float32)
+    with pytest.raises(ValueError, match="differ in length"):
+        recording_from_arrays(dff, metadata=META, rate_hz=30.0,
+                              trials={"onset_frame": [10, 100], "direction_deg": ["0"], "temporal_freq_hz": ["1", "2"]})
+    with pytest.raises(ValueError, match="must increase"):
+        recording_from_arrays(dff, metadata=META, rate_hz=30.0,
+                              trials={"onset_frame": [300, 100], "direction_deg": ["0", "45"]})
+    with pytest.raises(ValueError, match="timestamps"):
+        recording_from_arrays(dff, metadata=META, timestamps=np.arange(500) / 30.0)
+    with pytest.raises(ValueError, match="segments"):
+        recording_from_arrays(dff, metadata=META, rate_hz=30.0, segments=[(0, 200), (250, 600)])
+    with pytest.raises(ValueError, match="metadata needs"):
+        recording_from_arrays(dff, metadata={"session_id": "x"}, rate_hz=30.0)
+    nan_run = dff.copy()
+    nan_run[100:160, 1] = np.nan  # a NaN run in one cell: masked for that cell only
+    rec = recording_from_arrays(nan_run, metadata=META, rate_hz=30.0)
+    assert rec.valid.all() and not rec.roi_valid[100:160, 1].any()
+    assert np.isfinite(cell_statistics(rec)[["skewness", "noise_sd", "ac_1frame"]].to_numpy()).all()
+
+
+def test_trials_running_past_a_segment_end_are_dropped():
+    dff = np.random.default_rng(0).normal(0, 0.1, (900, 2)).astype(np.float32)
+    with pytest.warns(UserWarning, match="1 trial"):
+        rec = recording_from_arrays(dff, metadata=META, rate_hz=30.0, segments=[(0, 450), (450, 900)],
+                                    trials={"onset_frame": [30, 420, 500], "direction_deg": ["0", "90", "blank"]})
+    assert rec.n_trials == 1 and rec.grating_trials["direction_deg"].tolist() == [0]
+
+
+def test_decodability_on_a_tuned_population_beats_chance():
+    rng = np.random.default_rng(0)
+    n_trials, fps = 160, 30
+    onsets = 30 + np.arange(n_trials) * 90
+    direction = rng.integers(0, 8, n_trials) * 45
+    pref = rng.integers(0, 8, 20) * 45
+    dff = rng.normal(0, 0.2, (onsets[-1] + 120, 20)).astype(np.float32)
+    for o, d in zip(onsets, direction):
+        dff[o:o + 60] += (np.cos(np.deg2rad(d - pref)) > 0.5)[None] * 0.5
+    rec = recording_from_arrays(dff, metadata=META, rate_hz=fps,
+                                trials={"onset_frame": onsets, "direction_deg": direction.astype(str)})
+    dec = direction_decodability(rec, [4, 20], (0.0, 1.0), n_draws=3)
+    assert dec["accuracy"].iloc[1] > 0.5 > 1 / 8 and dec["accuracy"].iloc[1] > dec["accuracy"].iloc[0]
