@@ -125,3 +125,44 @@ def test_decodability_on_a_tuned_population_beats_chance():
                                 trials={"onset_frame": onsets, "direction_deg": direction.astype(str)})
     dec = direction_decodability(rec, [4, 20], (0.0, 1.0), n_draws=3)
     assert dec["accuracy"].iloc[1] > 0.5 > 1 / 8 and dec["accuracy"].iloc[1] > dec["accuracy"].iloc[0]
+
+
+def test_own_data_cli_on_the_excerpt():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "poyocap", "own-data", str(EXCERPT), "--snr-min", "1.5"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "8 cells in 1 recording(s)" in out.stdout and "snr_aware:" in out.stdout and "too noisy" in out.stdout
+    missing = subprocess.run([sys.executable, "-m", "poyocap", "own-data", "no_such_file.npz"], capture_output=True,
+                             text=True)
+    assert missing.returncode == 1 and "no such file" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_snr_aware_call_leaves_noisy_cells_out():
+    import pandas as pd
+
+    from poyocap.stages.realism import label_free_calls
+
+    cells = pd.DataFrame({"skewness": [0.5, 0.5, 8.0], "kurtosis": [4.0, 4.0, 90.0], "snr": [1.1, 2.5, 3.0]})
+    calls = label_free_calls(cells, {"skewness": 3.0, "kurtosis": 20.0}, snr_min=1.5)
+    assert calls["label_free"].tolist() == ["predictable", "predictable", "unpredictable"]
+    assert calls["snr_aware"].tolist() == ["too noisy", "predictable", "unpredictable"]
+
+
+def test_compare_cux2_applies_the_calibration_rule():
+    import pandas as pd
+
+    from poyocap.data.cellstats import STATISTICS
+    from poyocap.stages.realism import REAL_GROUP, compare_cux2
+
+    base = {s: 1.0 for s in STATISTICS} | {"mean_corr": 0.10}
+    real = pd.DataFrame([base] * 5).assign(group=REAL_GROUP)
+    syn = pd.DataFrame([base | {"skewness": 1.2, "snr": 1.3, "mean_corr": 0.15}] * 5).assign(
+        group="synthetic Cux2-CreERT2")
+    table = compare_cux2(pd.concat([real, syn])).set_index("statistic")
+    assert table.loc["skewness", "within_rule"] and not table.loc["snr", "within_rule"]  # x1.2 ok, x1.3 not
+    assert not table.loc["mean_corr", "within_rule"]  # +0.05 > 0.04
+    assert table.loc["noise_sd", "ratio"] == pytest.approx(1.0)
+    assert not table.loc["skewness", "ranges_overlap"]  # constant 1.0 vs constant 1.2
