@@ -19,7 +19,10 @@
 # 0.1 (1 - SSIM)`; the best checkpoint on repeat 8 is tested on repeat 9 and on the *novel frames* block that no
 # training window saw. Baselines get the same architecture from random init and the pretraining's steps added to
 # their budget: **Scratch (all lines)** (the paper's baseline) and **Scratch (downstream)**. Floors: the mean
-# training frame, and POYO-CAP fed time-shuffled neurons (first seed). The main table is written by notebook 05.
+# training frame, and POYO-CAP fed time-shuffled neurons (first seed). **References** (`poyocap/references.py`), the
+# bar every deep row must clear, on the same windows: ridge regression per session from the raw dF/F window to the
+# pixels, and a frozen random-init encoder with a per-session linear head; regularisation chosen on validation.
+# The main table is written by notebook 05.
 
 # %% tags=["parameters"]
 scale = "demo"

@@ -29,7 +29,9 @@ class Method:
         transform: ``time_shuffle`` circularly shifts every ROI's trace (training and test data alike).
         tasks: the downstream tasks it runs on.
         seeds: ``all`` of the config's seeds, or only the ``first`` (cheap controls).
-        role: ``method`` (run for every seed, first) or ``floor`` (a reference level, after the methods).
+        role: ``method`` (run for every seed, first), ``floor`` (a level any decoder should beat) or ``reference``
+            (a linear decoder on the same splits, ``options["reference"]``: ``raw`` dF/F windows or the latents of a
+            ``random_encoder``; :mod:`poyocap.references`) - the bar the deep methods must clear.
         paper: the paper's numbers for this row (``ssim``, ``acc``; real Allen data).
         options: free-form settings for future variants (recorded in the artifact key).
     """
@@ -43,7 +45,7 @@ class Method:
     transform: Literal["none", "time_shuffle"] = "none"
     tasks: tuple[str, ...] = ("movie", "gratings")
     seeds: Literal["all", "first"] = "all"
-    role: Literal["method", "floor"] = "method"
+    role: Literal["method", "floor", "reference"] = "method"
     paper: dict[str, float] = field(default_factory=dict)
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -66,6 +68,13 @@ METHODS: tuple[Method, ...] = (
     Method("Mean-frame predictor", "-", "-", init="none", tasks=("movie",), role="floor"),
     Method("Time-shuffled neurons", "-", "-", init="pretrained", transform="time_shuffle", tasks=("movie",),
            seeds="first", role="floor"),
+    Method("Reference: ridge (per session)", "none", "unpredictable lines (downstream mice), one model per session",
+           init="none", tasks=("movie",), role="reference", options={"reference": "raw"}),
+    Method("Reference: logistic (per session)", "none", "unpredictable lines (downstream mice), one model per session",
+           init="none", tasks=("gratings",), role="reference", options={"reference": "raw"}),
+    Method("Reference: random-init encoder + linear head", "none (random init, frozen)",
+           "unpredictable lines (downstream mice), one head per session", init="scratch", seeds="first",
+           role="reference", options={"reference": "random_encoder"}),
 )
 
 #: the reference every p-value in the main table is computed against

@@ -28,8 +28,8 @@ from .losses import MovieLoss, load_lpips
 from .model.encoder import CalciumEncoder
 from .train import eval_batches
 
-#: ``make_split(split)`` -> that split of the evaluation pool, subsampled like the test set
-SplitMaker = Callable[[str], WindowDataset]
+#: ``predict_split(split)`` -> (predictions, targets) of a model on that split of the evaluation pool
+SplitPredictor = Callable[[str], tuple[Tensor, Tensor]]
 
 
 class DownstreamTask:
@@ -78,7 +78,9 @@ class DownstreamTask:
 
     @torch.no_grad()
     def predict(self, model: nn.Module, dataset: WindowDataset, batch_size: int = 128) -> tuple[Tensor, Tensor]:
-        """Predictions and targets for every window of ``dataset``, in order."""
+        """Predictions and targets for every window of ``dataset``, in order (empty tensors for no window)."""
+        if len(dataset) == 0:
+            return torch.zeros(0), torch.zeros(0)
         model.eval()
         preds, targets = [], []
         for batch in eval_batches(dataset, batch_size):
@@ -91,8 +93,8 @@ class DownstreamTask:
         """Per-item headline score ``(N,)``."""
         raise NotImplementedError
 
-    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
-                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+    def test_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray, test: WindowDataset,
+                     predict_split: SplitPredictor) -> dict[str, Any]:
         """The headline metric (mean per-item score) and the task's extra metrics on the test set."""
         return {self.metric: float(per_item.mean())}
 
@@ -137,8 +139,8 @@ class MovieTask(DownstreamTask):
     def score_items(self, pred: Tensor, target: Tensor) -> np.ndarray:
         return ssim_per_frame(pred, target)
 
-    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
-                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+    def test_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray, test: WindowDataset,
+                     predict_split: SplitPredictor) -> dict[str, Any]:
         """SSIM (ours and the authors' torchmetrics variant), pixel correlation, frame identification among the
         test frames (exact and within +-k), SSIM on the novel-frames block."""
         out = {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
@@ -148,9 +150,8 @@ class MovieTask(DownstreamTask):
         movie = torch.from_numpy(test.recordings[0].movie[candidates].astype(np.float32) / 255.0)
         exact, near = frame_identification(pred, frames, candidates, movie, k=self.cfg.eval.frame_id_k)
         out.update(frame_id=float(exact.mean()), frame_id_k=float(near.mean()))
-        novel = make_split("novel")
-        if len(novel):
-            pn, tn = self.predict(model, novel)
+        pn, tn = predict_split("novel")
+        if len(tn):
             out["ssim_novel"] = float(ssim_per_frame(pn, tn).mean())
         return out
 
@@ -193,8 +194,8 @@ class GratingTask(DownstreamTask):
     def score_items(self, pred: Tensor, target: Tensor) -> np.ndarray:
         return (pred == target).cpu().numpy().astype(float)
 
-    def test_metrics(self, model: nn.Module, pred: Tensor, target: Tensor, per_item: np.ndarray,
-                     test: WindowDataset, make_split: SplitMaker) -> dict[str, Any]:
+    def test_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray, test: WindowDataset,
+                     predict_split: SplitPredictor) -> dict[str, Any]:
         return {"accuracy": float(per_item.mean()),
                 "confusion": confusion_matrix(pred.cpu().numpy(), target.cpu().numpy())}
 

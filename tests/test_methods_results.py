@@ -26,10 +26,14 @@ def test_registry_names_slugs_and_tasks_are_consistent():
 
 
 def test_methods_for_filters_by_task_and_role_in_registry_order():
-    movie = [m.name for m in methods_for("movie")]
-    gratings = [m.name for m in methods_for("gratings")]
-    assert movie[:3] == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)"]
+    movie = [m.name for m in methods_for("movie", "method")]
+    gratings = [m.name for m in methods_for("gratings", "method")]
+    assert movie == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)"]
     assert [m.name for m in methods_for("movie", "floor")] == ["Mean-frame predictor", "Time-shuffled neurons"]
+    assert [m.name for m in methods_for("movie", "reference")] == [
+        "Reference: ridge (per session)", "Reference: random-init encoder + linear head"]
+    assert [m.name for m in methods_for("gratings", "reference")] == [
+        "Reference: logistic (per session)", "Reference: random-init encoder + linear head"]
     assert Method("x", "-", "-", init="scratch", seeds="first").run_seeds((3, 4, 5)) == (3,)
     assert Method("x", "-", "-", init="scratch").run_seeds((3, 4)) == (3, 4)
 

@@ -49,7 +49,7 @@ def test_grating_task_scores_argmax_against_labels():
     pred = task.prediction(logits)
     per = task.score_items(pred, torch.tensor([1, 0, 0]))
     assert pred.tolist() == [1, 0, 2] and per.tolist() == [1.0, 1.0, 0.0]
-    metrics = task.test_metrics(None, pred, torch.tensor([1, 0, 0]), per, None, None)
+    metrics = task.test_metrics(pred, torch.tensor([1, 0, 0]), per, None, None)
     assert metrics["accuracy"] == pytest.approx(2 / 3) and metrics["confusion"].sum() == 3
     assert task.constant_prediction([], None, torch.zeros(3)) is None
 

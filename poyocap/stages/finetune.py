@@ -21,9 +21,11 @@ from ..config import Config
 from ..data.recording import Recording
 from ..data.splits import make_pools
 from ..data.windows import UnitVocab, WindowTable
+from ..evaluate import latent_features
 from ..finetune import load_pretrained
 from ..methods import Method, methods_for
 from ..model.encoder import CalciumEncoder
+from ..references import LinearReference
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
 from ..train import TrainSettings, eval_batches, read_history, train
@@ -172,10 +174,37 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     pred, target = task.predict(model, test_ds)
     per = task.score_items(pred, target)
     metrics = {"method": method.name, "seed": seed, "steps": steps, "n_test": len(test_ds)}
-    metrics.update(task.test_metrics(model, pred, target, per, test_ds,
-                                     lambda split: setup.eval_split(eval_pool, split, vocab, fc.max_eval_windows)))
+    metrics.update(task.test_metrics(pred, target, per, test_ds, lambda split: task.predict(
+        model, setup.eval_split(eval_pool, split, vocab, fc.max_eval_windows))))
     np.savez(out / "eval.npz", per_item=per)
     return RunResult(metrics, per, pred, target, history)
+
+
+def reference_result(setup: FinetuneSetup, method: Method, seed: int) -> RunResult:
+    """A linear reference (:mod:`poyocap.references`) fitted per session on the downstream training windows,
+    regularisation chosen on validation, scored on the same test windows as every deep method."""
+    cfg, task, pool = setup.cfg, setup.task, setup.downstream
+    vocab = UnitVocab(pool.units())
+    train = task.dataset(pool.recordings, pool.table, "train", vocab)
+    features: Any = "raw"
+    if method.options.get("reference") == "random_encoder":
+        seed_everything(seed)
+        encoder = CalciumEncoder(cfg.encoder, len(vocab)).eval()
+        features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
+        subsample(train, 2 * cfg.finetune.max_eval_windows)  # encoder features are the costly part
+    limit = cfg.finetune.max_eval_windows
+    ref = LinearReference(task.name, features).fit(train, setup.eval_split(pool, "val", vocab, limit // 4))
+
+    def predict_split(split: str) -> tuple[Tensor, Tensor]:
+        ds = setup.eval_split(pool, split, vocab, limit)
+        return ref.predict(ds) if len(ds) else (torch.zeros(0), torch.zeros(0))
+
+    test = setup.eval_split(pool, "test", vocab, limit)
+    pred, target = ref.predict(test)
+    per = task.score_items(pred, target)
+    metrics = {"method": method.name, "seed": seed, "steps": 0, "n_test": len(test),
+               **task.test_metrics(pred, target, per, test, predict_split)}
+    return RunResult(metrics, per, pred, target, None)
 
 
 def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
@@ -211,10 +240,11 @@ def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] 
 
 
 def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | None = None, progress: bool = True,
-                   force: bool = False, floors: bool = True) -> FinetuneStage:
+                   force: bool = False, floors: bool = True, references: bool = True) -> FinetuneStage:
     """Every registered method of ``task`` (``methods_for``), every seed, on the downstream pool's test windows.
 
-    Methods (role ``method``) run seed by seed; then the floors (role ``floor``, when ``floors``). Scratch runs get
+    Methods (role ``method``) run seed by seed; then the floors (role ``floor``, when ``floors``) and the linear
+    references (role ``reference``, when ``references``: the bar the deep rows must clear). Scratch runs get
     the pretraining's steps added to their budget (``Method.budget``); every run keeps its best-validation state.
     """
     setup = finetune_setup(cfg, task, recordings, progress)
@@ -222,11 +252,18 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     plan = [(m, s) for s in seeds for m in methods_for(task, "method") if s in m.run_seeds(seeds)]
     if floors:
         plan += [(m, s) for m in methods_for(task, "floor") for s in (m.run_seeds(seeds) if m.init != "none" else (-1,))]
+    if references:
+        plan += [(m, s) for m in methods_for(task, "reference") for s in (m.run_seeds(seeds) if m.init != "none"
+                                                                           else (-1,))]
     rows, items, histories, examples, confusion = [], {}, {}, {}, {}
     targets_out: Any = None
     for method, seed in plan:
-        res = floor_result(setup, method) if method.init == "none" else run_method(setup, method, seed, force,
-                                                                                    progress)
+        if method.role == "reference":
+            res = reference_result(setup, method, seed)
+        elif method.init == "none":
+            res = floor_result(setup, method)
+        else:
+            res = run_method(setup, method, seed, force, progress)
         if res is None:
             continue
         if "confusion" in res.metrics:

@@ -1,0 +1,137 @@
+"""Linear reference decoders: the bar every deep decoder must clear, on the same windows and splits.
+
+- :class:`LinearReference` with ``features="raw"``: per session, ridge regression from the raw dF/F window
+  ``(T, N)`` (flattened) to the frame's pixels (movie), or multinomial logistic regression from the window's mean dF/F
+  ``(N,)`` to the direction (gratings). Every ROI of the session is used (no unit dropout).
+- ``features="random_encoder"``: the same linear models on the frozen latents of a random-init encoder (pooled per
+  latent step), i.e. "random-init encoder + linear head".
+
+Regularisation (ridge alpha, logistic C) is chosen per session on the validation split, never on test. Predictions
+come out in the order of the evaluation dataset's windows, so per-item scores pair with the deep methods'.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data.recording import Recording
+from .data.windows import WindowDataset, WindowTable
+
+RIDGE_ALPHAS = (1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
+LOGISTIC_CS = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+def raw_features(rec: Recording, t0: np.ndarray, t1: np.ndarray, pool: bool) -> np.ndarray:
+    """Windows of one recording as features: flattened ``(T * N)`` (``pool=False``) or the mean over time ``(N)``.
+    Windows shorter than the longest are zero-padded at the end (they only occur at session ends)."""
+    length = int((t1 - t0).max())
+    x = np.zeros((len(t0), length, rec.n_units), np.float32)
+    for i, (a, b) in enumerate(zip(t0, t1)):
+        x[i, : b - a] = rec.dff[a:b] * rec.value_mask()[a:b].reshape(b - a, -1)
+    return x.mean(axis=1) if pool else x.reshape(len(t0), -1)
+
+
+class LinearReference:
+    """Per-session linear decoder for one task (``"movie"`` -> ridge on pixels, ``"gratings"`` -> logistic).
+
+    Args:
+        task: ``"movie"`` or ``"gratings"``.
+        features: ``"raw"`` (dF/F windows) or a callable ``(dataset) -> (n_windows, F)`` (e.g. frozen latents).
+    """
+
+    def __init__(self, task: Literal["movie", "gratings"], features: Literal["raw"] | Callable = "raw") -> None:
+        if task not in ("movie", "gratings"):
+            raise ValueError(f"task must be 'movie' or 'gratings', got {task!r}")
+        self.task, self.features = task, features
+        self.models: dict[int, object] = {}
+        self.chosen: dict[int, float] = {}
+
+    # ------------------------------------------------------------------------------------------ data
+    def _xy(self, dataset: WindowDataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features, targets and session of every window of ``dataset``, in its order."""
+        table: WindowTable = dataset.table
+        if callable(self.features):
+            x = np.asarray(self.features(dataset), np.float32)
+        else:
+            x_parts = {}
+            for s in np.unique(table.session):
+                idx = np.flatnonzero(table.session == s)
+                x_parts[s] = (idx, raw_features(dataset.recordings[s], table.t0[idx], table.t1[idx],
+                                                pool=self.task == "gratings"))
+            width = max(v[1].shape[1] for v in x_parts.values())
+            x = np.zeros((len(table), width), np.float32)
+            for idx, feats in x_parts.values():
+                x[idx, : feats.shape[1]] = feats
+        if self.task == "movie":
+            y = np.stack([dataset.recordings[s].movie[f].astype(np.float32).ravel() / 255.0
+                          for s, f in zip(table.session, table.frame)])
+        else:
+            y = np.asarray(table.direction)
+        return x, y, np.asarray(table.session)
+
+    def _candidates(self) -> Sequence[float]:
+        return RIDGE_ALPHAS if self.task == "movie" else LOGISTIC_CS
+
+    def _model(self, reg: float) -> object:
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        if self.task == "movie":
+            return make_pipeline(StandardScaler(), Ridge(alpha=reg))
+        return make_pipeline(StandardScaler(), LogisticRegression(C=reg, max_iter=2000))
+
+    def _score(self, model: object, x: np.ndarray, y: np.ndarray) -> float:
+        pred = model.predict(x)  # type: ignore[attr-defined]
+        if self.task == "movie":
+            from .evaluate import ssim_per_frame
+
+            hw = self._hw
+            return float(ssim_per_frame(torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)),
+                                        torch.from_numpy(y.reshape(-1, *hw))).mean())
+        return float((pred == y).mean())
+
+    # -------------------------------------------------------------------------------------------- fit
+    def fit(self, train: WindowDataset, val: WindowDataset) -> "LinearReference":
+        """One model per session, regularisation chosen on that session's validation windows (headline score)."""
+        xt, yt, st = self._xy(train)
+        xv, yv, sv = self._xy(val)
+        if self.task == "movie":
+            rec = train.recordings[int(st[0])]
+            self._hw = rec.movie.shape[1:]
+        for s in np.unique(st):
+            tr, va = st == s, sv == s
+            if self.task == "gratings" and len(np.unique(yt[tr])) < 2:
+                continue
+            best = None
+            for reg in self._candidates():
+                model = self._model(reg).fit(xt[tr], yt[tr])  # type: ignore[attr-defined]
+                score = self._score(model, xv[va], yv[va]) if va.any() else 0.0
+                if best is None or score > best[0]:
+                    best = (score, reg, model)
+            self.chosen[int(s)], self.models[int(s)] = best[1], best[2]
+        if not self.models:
+            raise ValueError("no session has enough training windows for a reference decoder")
+        return self
+
+    def predict(self, dataset: WindowDataset) -> tuple[Tensor, Tensor]:
+        """Predictions and targets for every window of ``dataset`` in order: frames ``(N, H, W)`` in [0, 1], or
+        direction classes ``(N,)`` (a session without a model predicts class 0 / the grey frame)."""
+        x, y, s = self._xy(dataset)
+        if self.task == "movie":
+            pred = np.full((len(x), int(np.prod(self._hw))), 0.5, np.float32)
+        else:
+            pred = np.zeros(len(x), np.int64)
+        for sess, model in self.models.items():
+            m = s == sess
+            if m.any():
+                pred[m] = model.predict(x[m])  # type: ignore[attr-defined]
+        if self.task == "movie":
+            hw = self._hw
+            return (torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)),
+                    torch.from_numpy(y.reshape(-1, *hw).astype(np.float32)))
+        return torch.from_numpy(pred), torch.from_numpy(y.astype(np.int64))
