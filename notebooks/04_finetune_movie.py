@@ -21,7 +21,8 @@
 # their budget: **Scratch (all lines)** (the paper's baseline) and **Scratch (downstream)**. Floors: the mean
 # training frame, and POYO-CAP fed time-shuffled neurons (first seed). **References** (`poyocap/references.py`), the
 # bar every deep row must clear, on the same windows: ridge regression per session from the raw dF/F window to the
-# pixels, and a frozen random-init encoder with a per-session linear head; regularisation chosen on validation.
+# pixels, the same on all sessions side by side matched by frame and repeat (pseudo-population), and a frozen
+# random-init encoder with a per-session linear head; regularisation chosen on validation.
 # The main table is written by notebook 05.
 
 # %% tags=["parameters"]

@@ -135,3 +135,62 @@ class LinearReference:
             return (torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)),
                     torch.from_numpy(y.reshape(-1, *hw).astype(np.float32)))
         return torch.from_numpy(pred), torch.from_numpy(y.astype(np.int64))
+
+
+class PseudoPopulationRidge:
+    """Ridge from every session's window side by side to the pixels (movie only), as CEBRA builds its Allen
+    pseudo-mice: the windows of all sessions are matched by (movie frame, repeat) - every session saw the same movie
+    - so one model sees every ROI. Splits follow the windows' own split labels; alpha chosen on validation."""
+
+    def __init__(self, recordings: Sequence[Recording], table: WindowTable) -> None:
+        self.recordings = list(recordings)
+        fps = self.recordings[0].sampling_rate_hz
+        onset = table.t0 + np.round(table.frame_time * fps).astype(np.int64)
+        repeat = np.array([self.recordings[s].movie_repeat[o] for s, o in zip(table.session, onset)])
+        self.keys = sorted({(int(f), int(r)) for f, r in zip(table.frame, repeat)})
+        index = {k: i for i, k in enumerate(self.keys)}
+        self.key_of = {(int(s), int(t0)): index[(int(f), int(r))]
+                       for s, t0, f, r in zip(table.session, table.t0, table.frame, repeat)}
+        blocks = []
+        for s, rec in enumerate(self.recordings):
+            m = table.session == s
+            feats = raw_features(rec, table.t0[m], table.t1[m], pool=False)
+            block = np.zeros((len(self.keys), feats.shape[1]), np.float32)
+            block[[index[(int(f), int(r))] for f, r in zip(table.frame[m], repeat[m])]] = feats
+            blocks.append(block)
+        self.x = np.concatenate(blocks, axis=1)  # (keys, sum over sessions of T x N)
+        self.split = np.full(len(self.keys), -2)
+        for sp, f, r in zip(table.split, table.frame, repeat):  # a key is usable in a split if every window agrees
+            k = index[(int(f), int(r))]
+            self.split[k] = sp if self.split[k] in (-2, sp) else -3
+        frames = np.array([f for f, _ in self.keys])
+        self.y = self.recordings[0].movie[frames].reshape(len(frames), -1).astype(np.float32) / 255.0
+        self.hw = self.recordings[0].movie.shape[1:]
+        self.model: object | None = None
+        self.alpha: float | None = None
+
+    def fit(self, train_code: int, val_code: int) -> "PseudoPopulationRidge":
+        from sklearn.linear_model import Ridge
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        from .evaluate import ssim_per_frame
+
+        tr, va = self.split == train_code, self.split == val_code
+        best = None
+        for alpha in RIDGE_ALPHAS:
+            model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(self.x[tr], self.y[tr])
+            pred = np.clip(model.predict(self.x[va]), 0, 1).reshape(-1, *self.hw).astype(np.float32)
+            score = float(ssim_per_frame(torch.from_numpy(pred), torch.from_numpy(self.y[va].reshape(-1, *self.hw)))
+                          .mean())
+            if best is None or score > best[0]:
+                best = (score, alpha, model)
+        self.alpha, self.model = best[1], best[2]
+        return self
+
+    def predict(self, dataset: WindowDataset) -> tuple[Tensor, Tensor]:
+        """The pseudo-population prediction of each window's (frame, repeat), in ``dataset``'s order."""
+        t = dataset.table
+        keys = np.array([self.key_of[(int(s), int(t0))] for s, t0 in zip(t.session, t.t0)], np.int64)
+        pred = np.clip(self.model.predict(self.x[keys]), 0, 1).reshape(-1, *self.hw)  # type: ignore[union-attr]
+        return torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(self.y[keys].reshape(-1, *self.hw))

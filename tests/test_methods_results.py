@@ -31,7 +31,8 @@ def test_methods_for_filters_by_task_and_role_in_registry_order():
     assert movie == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)"]
     assert [m.name for m in methods_for("movie", "floor")] == ["Mean-frame predictor", "Time-shuffled neurons"]
     assert [m.name for m in methods_for("movie", "reference")] == [
-        "Reference: ridge (per session)", "Reference: random-init encoder + linear head"]
+        "Reference: ridge (per session)", "Reference: ridge (pseudo-population)",
+        "Reference: random-init encoder + linear head"]
     assert [m.name for m in methods_for("gratings", "reference")] == [
         "Reference: logistic (per session)", "Reference: random-init encoder + linear head"]
     assert Method("x", "-", "-", init="scratch", seeds="first").run_seeds((3, 4, 5)) == (3,)

@@ -68,3 +68,30 @@ def test_logistic_reference_on_separable_directions():
     assert float((pred == target).float().mean()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="task"):
         LinearReference("audio")
+
+
+def test_pseudo_population_ridge_combines_sessions_matched_by_frame_and_repeat():
+    """Two sessions each see half of a linear pixel code; only the pseudo-population can invert it."""
+    from poyocap.references import PseudoPopulationRidge
+
+    rng = np.random.default_rng(0)
+    n_frames, repeats, h, w = 20, 10, 4, 8
+    movie = rng.integers(0, 256, (n_frames, h, w), dtype=np.uint8)
+    t = n_frames * repeats
+    frames, rep = np.tile(np.arange(n_frames), repeats), np.repeat(np.arange(repeats), n_frames)
+    mixing = rng.normal(size=(h * w, h * w))
+    code = (movie[frames].reshape(t, -1) / 255.0) @ mixing
+    recs = [recording_from_arrays(code[:, k * 16:(k + 1) * 16].astype(np.float32),
+                                  metadata={"session_id": f"s{k}", "cre_line": "Cux2-CreERT2"}, rate_hz=30.0,
+                                  movie=movie, movie_frames=frames, movie_repeat=rep) for k in range(2)]
+    split = np.select([rep < 8, rep == 8], [SPLIT_CODE["train"], SPLIT_CODE["val"]], SPLIT_CODE["test"])
+    order = np.r_[np.arange(t), np.arange(t)[::-1]]  # the second session's windows in another order
+    table = WindowTable(session=np.repeat([0, 1], t), t0=order, t1=order + 1, split=split[order],
+                        direction=np.full(2 * t, -1), frame=frames[order], frame_time=np.zeros(2 * t))
+    vocab = UnitVocab(recs[0].unit_ids + recs[1].unit_ids)
+    sets = {s: WindowDataset(recs, table, s, vocab, max_units=64) for s in ("train", "val", "test")}
+    pseudo = PseudoPopulationRidge(recs, table).fit(SPLIT_CODE["train"], SPLIT_CODE["val"])
+    pred, target = pseudo.predict(sets["test"])
+    assert pred.shape == (40, 4, 8) and float((pred - target).abs().max()) < 0.02
+    per_session, _ = LinearReference("movie").fit(sets["train"], sets["val"]).predict(sets["test"])
+    assert float((per_session - target).abs().mean()) > 5 * float((pred - target).abs().mean())

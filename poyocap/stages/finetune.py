@@ -19,13 +19,13 @@ from torch import Tensor, nn
 
 from ..config import Config
 from ..data.recording import Recording
-from ..data.splits import make_pools
+from ..data.splits import SPLIT_CODE, make_pools
 from ..data.windows import UnitVocab, WindowTable
 from ..evaluate import latent_features
 from ..finetune import load_pretrained
 from ..methods import Method, methods_for
 from ..model.encoder import CalciumEncoder
-from ..references import LinearReference
+from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
 from ..train import TrainSettings, eval_batches, read_history, train
@@ -193,7 +193,10 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int) -> RunResu
         features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
         subsample(train, 2 * cfg.finetune.max_eval_windows)  # encoder features are the costly part
     limit = cfg.finetune.max_eval_windows
-    ref = LinearReference(task.name, features).fit(train, setup.eval_split(pool, "val", vocab, limit // 4))
+    if method.options.get("reference") == "pseudo_population":
+        ref: Any = PseudoPopulationRidge(pool.recordings, pool.table).fit(SPLIT_CODE["train"], SPLIT_CODE["val"])
+    else:
+        ref = LinearReference(task.name, features).fit(train, setup.eval_split(pool, "val", vocab, limit // 4))
 
     def predict_split(split: str) -> tuple[Tensor, Tensor]:
         ds = setup.eval_split(pool, split, vocab, limit)
