@@ -30,9 +30,41 @@ def raw_features(rec: Recording, t0: np.ndarray, t1: np.ndarray, pool: bool) -> 
     Windows shorter than the longest are zero-padded at the end (they only occur at session ends)."""
     length = int((t1 - t0).max())
     x = np.zeros((len(t0), length, rec.n_units), np.float32)
+    mask = rec.value_mask().reshape(rec.n_frames, -1)  # (T, 1) or (T, N): computed once, not per window
     for i, (a, b) in enumerate(zip(t0, t1)):
-        x[i, : b - a] = rec.dff[a:b] * rec.value_mask()[a:b].reshape(b - a, -1)
+        x[i, : b - a] = rec.dff[a:b] * mask[a:b]
     return x.mean(axis=1) if pool else x.reshape(len(t0), -1)
+
+
+def _frames(pred: np.ndarray, hw: tuple[int, ...]) -> np.ndarray:
+    """Ridge outputs ``(N, H*W)`` as frames ``float32 (N, H, W)`` in [0, 1]."""
+    return np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)
+
+
+def _mean_ssim(pred: np.ndarray, y: np.ndarray, hw: tuple[int, ...]) -> float:
+    from .evaluate import ssim_per_frame
+
+    return float(ssim_per_frame(torch.from_numpy(_frames(pred, hw)), torch.from_numpy(y.reshape(-1, *hw))).mean())
+
+
+def _ridge(alpha: float) -> object:
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
+
+
+def _choose(candidates: Sequence[float], fit: Callable[[float], object], score: Callable[[object], float]
+            ) -> tuple[float, object]:
+    """The regularisation (and its fitted model) with the best validation ``score``; the first on ties."""
+    best = None
+    for reg in candidates:
+        model = fit(reg)
+        value = score(model)
+        if best is None or value > best[0]:
+            best = (value, reg, model)
+    return best[1], best[2]
 
 
 class LinearReference:
@@ -77,22 +109,18 @@ class LinearReference:
         return RIDGE_ALPHAS if self.task == "movie" else LOGISTIC_CS
 
     def _model(self, reg: float) -> object:
-        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
         if self.task == "movie":
-            return make_pipeline(StandardScaler(), Ridge(alpha=reg))
+            return _ridge(reg)
         return make_pipeline(StandardScaler(), LogisticRegression(C=reg, max_iter=2000))
 
     def _score(self, model: object, x: np.ndarray, y: np.ndarray) -> float:
         pred = model.predict(x)  # type: ignore[attr-defined]
         if self.task == "movie":
-            from .evaluate import ssim_per_frame
-
-            hw = self._hw
-            return float(ssim_per_frame(torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)),
-                                        torch.from_numpy(y.reshape(-1, *hw))).mean())
+            return _mean_ssim(pred, y, self._hw)
         return float((pred == y).mean())
 
     # -------------------------------------------------------------------------------------------- fit
@@ -107,13 +135,9 @@ class LinearReference:
             tr, va = st == s, sv == s
             if self.task == "gratings" and len(np.unique(yt[tr])) < 2:
                 continue
-            best = None
-            for reg in self._candidates():
-                model = self._model(reg).fit(xt[tr], yt[tr])  # type: ignore[attr-defined]
-                score = self._score(model, xv[va], yv[va]) if va.any() else 0.0
-                if best is None or score > best[0]:
-                    best = (score, reg, model)
-            self.chosen[int(s)], self.models[int(s)] = best[1], best[2]
+            self.chosen[int(s)], self.models[int(s)] = _choose(
+                self._candidates(), lambda reg: self._model(reg).fit(xt[tr], yt[tr]),  # type: ignore[attr-defined]
+                lambda model: self._score(model, xv[va], yv[va]) if va.any() else 0.0)
         if not self.models:
             raise ValueError("no session has enough training windows for a reference decoder")
         return self
@@ -131,9 +155,8 @@ class LinearReference:
             if m.any():
                 pred[m] = model.predict(x[m])  # type: ignore[attr-defined]
         if self.task == "movie":
-            hw = self._hw
-            return (torch.from_numpy(np.clip(pred, 0, 1).reshape(-1, *hw).astype(np.float32)),
-                    torch.from_numpy(y.reshape(-1, *hw).astype(np.float32)))
+            return (torch.from_numpy(_frames(pred, self._hw)),
+                    torch.from_numpy(y.reshape(-1, *self._hw).astype(np.float32)))
         return torch.from_numpy(pred), torch.from_numpy(y.astype(np.int64))
 
 
@@ -170,27 +193,15 @@ class PseudoPopulationRidge:
         self.alpha: float | None = None
 
     def fit(self, train_code: int, val_code: int) -> "PseudoPopulationRidge":
-        from sklearn.linear_model import Ridge
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-
-        from .evaluate import ssim_per_frame
-
         tr, va = self.split == train_code, self.split == val_code
-        best = None
-        for alpha in RIDGE_ALPHAS:
-            model = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(self.x[tr], self.y[tr])
-            pred = np.clip(model.predict(self.x[va]), 0, 1).reshape(-1, *self.hw).astype(np.float32)
-            score = float(ssim_per_frame(torch.from_numpy(pred), torch.from_numpy(self.y[va].reshape(-1, *self.hw)))
-                          .mean())
-            if best is None or score > best[0]:
-                best = (score, alpha, model)
-        self.alpha, self.model = best[1], best[2]
+        self.alpha, self.model = _choose(
+            RIDGE_ALPHAS, lambda alpha: _ridge(alpha).fit(self.x[tr], self.y[tr]),  # type: ignore[attr-defined]
+            lambda model: _mean_ssim(model.predict(self.x[va]), self.y[va], self.hw))  # type: ignore[attr-defined]
         return self
 
     def predict(self, dataset: WindowDataset) -> tuple[Tensor, Tensor]:
         """The pseudo-population prediction of each window's (frame, repeat), in ``dataset``'s order."""
         t = dataset.table
         keys = np.array([self.key_of[(int(s), int(t0))] for s, t0 in zip(t.session, t.t0)], np.int64)
-        pred = np.clip(self.model.predict(self.x[keys]), 0, 1).reshape(-1, *self.hw)  # type: ignore[union-attr]
-        return torch.from_numpy(pred.astype(np.float32)), torch.from_numpy(self.y[keys].reshape(-1, *self.hw))
+        pred = _frames(self.model.predict(self.x[keys]), self.hw)  # type: ignore[union-attr]
+        return torch.from_numpy(pred), torch.from_numpy(self.y[keys].reshape(-1, *self.hw))

@@ -199,6 +199,13 @@ def save_atomic(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def load_state_exactly(module: nn.Module, state: dict[str, Any]) -> None:
+    """``module.load_state_dict(state)`` only if the keys match exactly (else KeyError, module untouched)."""
+    if set(state) != set(module.state_dict()):
+        raise KeyError("the saved weights belong to another model")
+    module.load_state_dict(state)
+
+
 class Checkpointer:
     """Saves / restores everything an exact resume needs to ``<out_dir>/checkpoint.pt`` (rank 0 writes)."""
 
@@ -224,13 +231,11 @@ class Checkpointer:
             return None
         try:
             ckpt = torch.load(self.path, map_location=device, weights_only=False)
-            if set(ckpt["objective"]) != set(objective.state_dict()):
-                raise KeyError("its weights belong to another model")
+            load_state_exactly(objective, ckpt["objective"])
         except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
             log.warning("checkpoint %s is unreadable (%s: %s): training starts again from step 0", self.path,
                         type(err).__name__, err)
             return None
-        objective.load_state_dict(ckpt["objective"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
         _set_rng_state(ckpt["rng"])
@@ -366,5 +371,5 @@ def eval_batches(dataset: Dataset, batch_size: int) -> Iterator[dict[str, torch.
 
 
 __all__: Sequence[str] = ("TrainSettings", "TrainResult", "Objective", "ObjectiveBase", "Checkpointer", "train",
-                          "train_step", "build_optimizer", "write_outputs", "read_history", "epoch_batches", "init_distributed",
+                          "train_step", "build_optimizer", "write_outputs", "read_history", "load_state_exactly", "epoch_batches", "init_distributed",
                           "eval_batches", "save_atomic")

@@ -59,9 +59,8 @@ def _event_counts(x: np.ndarray, segs: list[slice], hi: np.ndarray, lo: np.ndarr
         above, below = xs >= hi, xs < lo
         last_above = np.maximum.accumulate(np.where(above, t, -1), axis=0)
         last_below = np.maximum.accumulate(np.where(below, t, -1), axis=0)
+        # armed_before[t]: no crossing of hi since the last fall below lo (or the segment start: both are -1 then)
         armed_before = np.vstack([np.ones((1, xs.shape[1]), bool), (last_below >= last_above)[:-1]])
-        # armed_before[t]: no crossing of hi since the last fall below lo (or the segment start)
-        armed_before[1:] |= (last_above[:-1] == -1)
         counts += (above & armed_before).sum(0)
     return counts
 
@@ -69,7 +68,7 @@ def _event_counts(x: np.ndarray, segs: list[slice], hi: np.ndarray, lo: np.ndarr
 def cell_statistics(rec: Recording) -> pd.DataFrame:
     """One row per ROI of ``rec`` with the statistics of :data:`STATISTICS` (module docstring)."""
     x = rec.dff.astype(np.float64)
-    ok = np.broadcast_to(rec.value_mask() if rec.roi_valid is not None else rec.valid[:, None], x.shape)
+    ok = np.broadcast_to(rec.value_mask().reshape(rec.n_frames, -1), x.shape)
     segs = _segments(rec.segment_id)
     fps = rec.sampling_rate_hz
     masked = np.where(ok, x, np.nan)

@@ -36,8 +36,6 @@ a check of the pipeline, **not evidence for the paper's claim**.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +44,7 @@ from typing import Iterator
 import numpy as np
 from scipy import ndimage, signal
 
-from ..config import DataConfig
+from ..config import DataConfig, stable_digest
 from .movie import procedural_movie
 from .recording import GRATING_DIRECTIONS, GRATING_TEMPORAL_FREQS, Recording, RecordingFileError
 
@@ -458,7 +456,7 @@ class SyntheticObservatory:
         physiology = {line: dataclasses.asdict(p) for line, p in LINE_PHYSIOLOGY.items()}
         payload = {"cfg": dataclasses.asdict(cfg), "seed": seed, "version": SYNTHETIC_VERSION,
                    "physiology": physiology, "indicators": INDICATORS, "imaging": IMAGING}
-        self.digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        self.digest = stable_digest(payload)
         self.identity = {"generator": "synthetic", "version": SYNTHETIC_VERSION, "digest": self.digest}
         self.sessions = self._plan()
         self._movie: np.ndarray | None = None

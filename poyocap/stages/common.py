@@ -97,13 +97,6 @@ def is_cached(out_dir: Path, files: Sequence[str], force: bool = False) -> bool:
 UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
-def load_state_exactly(module: "torch.nn.Module", state: dict[str, Any]) -> None:  # noqa: F821
-    """``module.load_state_dict(state)`` only if the keys match exactly (else KeyError, module untouched)."""
-    if set(state) != set(module.state_dict()):
-        raise KeyError("the saved weights belong to another model")
-    module.load_state_dict(state)
-
-
 def load_cached(out_dir: Path, files: Sequence[str], force: bool, loader: Callable[[], T]) -> T | None:
     """``loader()`` when the finished run in ``out_dir`` can be reused; None (with one log line saying why, when
     part of a run is there) when it must be built again: ``force``, a file missing, or a file unreadable."""

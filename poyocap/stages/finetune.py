@@ -28,8 +28,8 @@ from ..model.encoder import CalciumEncoder
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
-from ..train import TrainSettings, eval_batches, read_history, train
-from .common import artifact_dir, load_cached, load_recordings, load_state_exactly, subsample
+from ..train import TrainSettings, eval_batches, load_state_exactly, read_history, train
+from .common import artifact_dir, load_cached, load_recordings, subsample
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
 
@@ -185,17 +185,17 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int) -> RunResu
     regularisation chosen on validation, scored on the same test windows as every deep method."""
     cfg, task, pool = setup.cfg, setup.task, setup.downstream
     vocab = UnitVocab(pool.units())
-    train = task.dataset(pool.recordings, pool.table, "train", vocab)
-    features: Any = "raw"
-    if method.options.get("reference") == "random_encoder":
-        seed_everything(seed)
-        encoder = CalciumEncoder(cfg.encoder, len(vocab)).eval()
-        features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
-        subsample(train, 2 * cfg.finetune.max_eval_windows)  # encoder features are the costly part
-    limit = cfg.finetune.max_eval_windows
-    if method.options.get("reference") == "pseudo_population":
+    kind, limit = method.options.get("reference"), cfg.finetune.max_eval_windows
+    if kind == "pseudo_population":
         ref: Any = PseudoPopulationRidge(pool.recordings, pool.table).fit(SPLIT_CODE["train"], SPLIT_CODE["val"])
     else:
+        train = task.dataset(pool.recordings, pool.table, "train", vocab)
+        features: Any = "raw"
+        if kind == "random_encoder":
+            seed_everything(seed)
+            encoder = CalciumEncoder(cfg.encoder, len(vocab)).eval()
+            features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
+            subsample(train, 2 * limit)  # encoder features are the costly part
         ref = LinearReference(task.name, features).fit(train, setup.eval_split(pool, "val", vocab, limit // 4))
 
     def predict_split(split: str) -> tuple[Tensor, Tensor]:

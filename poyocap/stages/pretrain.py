@@ -26,8 +26,8 @@ from ..model.encoder import CalciumEncoder
 from ..model.pretrain import TwinMaskedPretrainer
 from ..plotting import save_table
 from ..repro import run_metadata, seed_everything, weights_digest
-from ..train import TrainSettings, read_history, save_atomic, train
-from .common import artifact_dir, keep_every, load_cached, load_recordings, load_state_exactly, table_header
+from ..train import TrainSettings, load_state_exactly, read_history, save_atomic, train
+from .common import artifact_dir, keep_every, load_cached, load_recordings, table_header
 from .filtering import load_partition
 
 #: Bump when the training or evaluation code changes what a cached run would contain.

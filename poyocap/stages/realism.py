@@ -89,10 +89,14 @@ def realism_stage(cfg: Config, recordings: list[Recording], window_s: tuple[floa
     abo = abo_protocol_session(cfg)
     dec.append(direction_decodability(abo, DECODING_CELLS, window_s).assign(
         group="synthetic Cux2-CreERT2, ABO protocol"))
-    for r in recordings:  # the largest session of every excitatory line, at the scale's protocol
-        if r.cell_class == "excitatory" and r is max((x for x in recordings if x.cre_line == r.cre_line),
-                                                     key=lambda x: x.n_units):
-            dec.append(direction_decodability(r, DECODING_CELLS, window_s).assign(group=f"synthetic {r.cre_line}"))
+    largest: dict[str, int] = {}  # the largest session of every excitatory line, at the scale's protocol
+    for i, r in enumerate(recordings):
+        best = largest.get(r.cre_line)
+        if r.cell_class == "excitatory" and (best is None or r.n_units > recordings[best].n_units):
+            largest[r.cre_line] = i
+    for i in sorted(largest.values()):
+        r = recordings[i]
+        dec.append(direction_decodability(r, DECODING_CELLS, window_s).assign(group=f"synthetic {r.cre_line}"))
     decoding = pd.concat(dec, ignore_index=True)
     out = paths.results_dir(cfg.scale)
     note = ("real: 127 Cux2 cells of one Allen session (poyocap/data/reference/README.md); synthetic: SYNTHETIC DATA; "
