@@ -47,7 +47,7 @@ fig = plotting.plot_confusion(gratings.confusion, cfg.data.source)
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "05_confusion")
 
 # %%
-fig = plotting.plot_learning_curves(gratings.histories, cfg.data.source, "accuracy")
+fig = plotting.plot_learning_curves(gratings.histories, cfg.data.source, "accuracy", gratings.reference_scores())
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "05_learning_curves")
 
 # %% [markdown]

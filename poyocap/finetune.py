@@ -26,51 +26,68 @@ from .model.readouts import GratingReadout, MovieUNet, QueryReadout
 from .train import ObjectiveBase
 
 
-class MovieDecoder(ObjectiveBase):
+class _Decoder(ObjectiveBase):
+    """Shared parts: the encoder, the learning-rate groups and the session rows of a batch."""
+
+    encoder: CalciumEncoder
+    encoder_lr_scale: float
+    head_lr_scale: float
+
+    def param_groups(self, lr: float) -> list[dict]:
+        """Two groups: [0] the encoder's trunk (``lr * encoder_lr_scale``; a frozen warm-up freezes this group
+        only), [1] everything learned from scratch downstream - readout, decoder, session embeddings and the unit
+        embeddings (new units' rows start at random; ``lr * head_lr_scale``)."""
+        fast = {"encoder.unit_emb.weight"}
+        named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
+        trunk = [p for n, p in named if n.startswith("encoder.") and n not in fast]
+        rest = [p for n, p in named if not n.startswith("encoder.") or n in fast]
+        return [{"params": trunk, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr * self.head_lr_scale}]
+
+    def _session(self, batch: dict[str, Tensor]) -> Tensor | None:
+        return batch.get("session_index")
+
+
+class MovieDecoder(_Decoder):
     """Neural window -> movie frame in [0, 1]."""
 
     def __init__(self, encoder: CalciumEncoder, frame_hw: tuple[int, int], loss: MovieLoss, channels: int = 64,
-                 inject: bool = True, encoder_lr_scale: float = 1.0) -> None:
+                 inject: bool = True, encoder_lr_scale: float = 1.0, head_lr_scale: float = 1.0,
+                 n_sessions: int = 0, n_queries: int = 1) -> None:
         super().__init__()
         self.encoder = encoder
-        self.readout = QueryReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads)
-        self.unet = MovieUNet(encoder.cfg.dim, frame_hw, channels=channels, inject=inject)
+        d = encoder.cfg.dim
+        self.readout = QueryReadout(d, heads=encoder.cfg.cross_heads, n_sessions=n_sessions, n_queries=n_queries)
+        self.unet = MovieUNet(d * n_queries, frame_hw, channels=channels, inject=inject)
         self.loss = loss
-        self.encoder_lr_scale = encoder_lr_scale
+        self.encoder_lr_scale, self.head_lr_scale = encoder_lr_scale, head_lr_scale
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
         _, z_l, lat_t = self.encoder(batch)
-        vec = self.readout(z_l, lat_t, batch["frame_time"][:, None])[:, 0]
-        return self.unet(vec)
+        vec = self.readout(z_l, lat_t, batch["frame_time"][:, None], self._session(batch))  # (B, K, D)
+        return self.unet(vec.flatten(1))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         return self.loss(self.predict(batch), batch["image"])
 
-    def param_groups(self, lr: float) -> list[dict]:
-        enc = [p for p in self.encoder.parameters() if p.requires_grad]
-        rest = [p for n, p in self.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        return [{"params": enc, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr}]
 
-
-class GratingDecoder(ObjectiveBase):
+class GratingDecoder(_Decoder):
     """Neural window at a grating trial -> 8 direction logits."""
 
-    def __init__(self, encoder: CalciumEncoder, encoder_lr_scale: float = 1.0) -> None:
+    def __init__(self, encoder: CalciumEncoder, encoder_lr_scale: float = 1.0, head_lr_scale: float = 1.0,
+                 n_sessions: int = 0) -> None:
         super().__init__()
         self.encoder = encoder
-        self.readout = GratingReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads)
-        self.encoder_lr_scale = encoder_lr_scale
+        self.readout = GratingReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads, n_sessions=n_sessions)
+        self.encoder_lr_scale, self.head_lr_scale = encoder_lr_scale, head_lr_scale
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
         _, z_l, lat_t = self.encoder(batch)
-        return self.readout(z_l, lat_t, batch["window_s"] / 2)
+        return self.readout(z_l, lat_t, batch["window_s"] / 2, self._session(batch))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = self.predict(batch)
         loss = grating_loss(logits, batch["direction"])
         return loss, {"acc": float((logits.argmax(-1) == batch["direction"]).float().mean())}
-
-    param_groups = MovieDecoder.param_groups
 
 
 def load_pretrained(path: str | Path, cfg: Config, new_unit_ids: Sequence[str],

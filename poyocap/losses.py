@@ -26,6 +26,15 @@ from torch import Tensor, nn
 
 WEIGHTS = {"focal": 50.0, "l1": 50.0, "fft": 50.0, "perceptual": 1.0, "ssim": 0.1}
 
+#: named weight sets (``FinetuneConfig.movie_loss``); "paper" is the paper's, the others are measured alternatives
+LOSS_PRESETS: dict[str, dict[str, float]] = {
+    "paper": WEIGHTS,
+    "l1_ssim": {"focal": 0.0, "l1": 1.0, "fft": 0.0, "perceptual": 1.0, "ssim": 1.0},
+    "mse_ssim": {"focal": 0.0, "l1": 0.0, "mse": 1.0, "fft": 0.0, "perceptual": 1.0, "ssim": 1.0},
+    "mse": {"focal": 0.0, "l1": 0.0, "mse": 1.0, "fft": 0.0, "perceptual": 0.0, "ssim": 0.0},
+    "ssim": {"focal": 0.0, "l1": 0.0, "fft": 0.0, "perceptual": 1.0, "ssim": 1.0},
+}
+
 
 def l1(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean()
@@ -89,12 +98,30 @@ def load_lpips() -> nn.Module | None:
         return None
 
 
-class MovieLoss(nn.Module):
-    """The weighted movie loss. ``forward`` returns ``(loss, {term: value})``."""
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    return ((pred - target) ** 2).mean()
 
-    def __init__(self, perceptual: nn.Module | None = None, weights: dict[str, float] | None = None) -> None:
+
+TERMS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"focal": focal, "l1": l1, "mse": mse, "fft": fft,
+                                                         "ssim": ssim_loss}
+_LABELS = {"focal": "focal", "l1": "L1", "mse": "MSE", "fft": "FFT", "perceptual": "LPIPS", "ssim": "(1-SSIM)"}
+
+
+class MovieLoss(nn.Module):
+    """The weighted movie loss. ``forward`` returns ``(loss, {term: value})``; terms with weight 0 are skipped.
+
+    Args:
+        preset: a name of :data:`LOSS_PRESETS` (ignored when ``weights`` is given).
+    """
+
+    def __init__(self, perceptual: nn.Module | None = None, weights: dict[str, float] | None = None,
+                 preset: str = "paper") -> None:
         super().__init__()
-        self.weights = dict(WEIGHTS if weights is None else weights)
+        if weights is None:
+            if preset not in LOSS_PRESETS:
+                raise ValueError(f"unknown movie loss preset {preset!r}; choose one of {', '.join(LOSS_PRESETS)}")
+            weights = LOSS_PRESETS[preset]
+        self.weights = {k: float(v) for k, v in weights.items()}
         self.perceptual = perceptual
         if perceptual is None:
             self.weights["perceptual"] = 0.0
@@ -102,17 +129,21 @@ class MovieLoss(nn.Module):
     @property
     def spec(self) -> str:
         """Which terms are on, e.g. ``50 focal + 50 L1 + 50 FFT + 0.1 (1-SSIM) [no perceptual: lpips unavailable]``."""
-        return movie_loss_spec(self.perceptual is not None)
+        if self.weights == {**WEIGHTS, "perceptual": self.weights.get("perceptual", 0.0)}:
+            return movie_loss_spec(self.perceptual is not None)
+        on = [f"{w:g} {_LABELS[k]}" for k, w in self.weights.items() if w]
+        return " + ".join(on) + ("" if self.perceptual is not None else " [perceptual off: lpips unavailable]")
 
     def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
-        terms = {"focal": focal(pred, target), "l1": l1(pred, target), "fft": fft(pred, target),
-                 "ssim": ssim_loss(pred, target)}
-        if isinstance(self.perceptual, Perceptual):
+        terms = {k: f(pred, target) for k, f in TERMS.items() if self.weights.get(k, 0.0)}
+        if not self.weights.get("perceptual", 0.0):
+            pass
+        elif isinstance(self.perceptual, Perceptual):
             terms["perceptual"] = self.perceptual(pred, target)
         elif self.perceptual is not None:  # lpips.LPIPS: 3-channel images in [-1, 1]
             rgb = lambda x: x[:, None].expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731
             terms["perceptual"] = self.perceptual(rgb(pred), rgb(target)).mean()
-        loss = sum(self.weights[k] * v for k, v in terms.items())
+        loss = sum(self.weights.get(k, 0.0) * v for k, v in terms.items())
         return loss, {k: float(v.detach()) for k, v in terms.items()}
 
 

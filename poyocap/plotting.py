@@ -286,9 +286,33 @@ def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n
     return fig
 
 
-def plot_learning_curves(histories: dict, source: str, metric_label: str) -> plt.Figure:
-    """Validation score over steps, per method (all seeds), with the training loss beside it."""
+def plot_strip(examples: dict, targets: "torch.Tensor", source: str, n: int = 12) -> plt.Figure:  # noqa: F821
+    """The first ``n`` test windows (consecutive frames of the first test session, evenly subsampled) and every
+    method's and reference's reconstruction of them: does the prediction follow the movie?"""
+    rows = ["true"] + list(examples)
+    n = min(n, len(targets))
+    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 0.75 * len(rows) + 0.4), squeeze=False)
+    for r, name in enumerate(rows):
+        imgs = targets if name == "true" else examples[name]
+        for c in range(n):
+            ax = axes[r, c]
+            ax.imshow(imgs[c].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=6)
+    fig.suptitle("A contiguous strip of test frames (first test session, left to right in time) and reconstructions")
+    synthetic_label(fig, source)
+    return fig
+
+
+def plot_learning_curves(histories: dict, source: str, metric_label: str,
+                         references: dict[str, float] | None = None) -> plt.Figure:
+    """Validation score over steps, per method (all seeds), with the training loss beside it; ``references``
+    (name -> validation score of a linear reference) are drawn as horizontal lines: the bar to clear."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    for i, (name, value) in enumerate((references or {}).items()):
+        axes[1].axhline(value, color="0.3", ls=["--", ":", "-."][i % 3], lw=0.9, label=f"{name} (val)")
     colors: dict[str, str] = {}
     for (method, seed), h in histories.items():
         color = colors.setdefault(method, f"C{len(colors)}")

@@ -53,20 +53,30 @@ class DownstreamTask:
     def dataset(self, recordings: Sequence[Recording], table: WindowTable, split: str, vocab: UnitVocab,
                 train: bool = False) -> WindowDataset:
         return WindowDataset(recordings, table, split, vocab, self.cfg.data.max_units, train=train,
-                             with_images=self.with_images, seed=self.cfg.seed)
+                             with_images=self.with_images, seed=self.cfg.seed,
+                             normalize=self.cfg.data.normalize == "zscore")
 
     # ------------------------------------------------------------------------------------------ model
     @property
     def loss_spec(self) -> str:
         raise NotImplementedError
 
-    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
+    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
         """The decoder class and its keyword arguments (``cls(encoder, **kwargs)``, or ``load_pretrained``)."""
         raise NotImplementedError
 
-    def build(self, encoder: CalciumEncoder) -> nn.Module:
-        cls, kwargs = self.decoder()
+    def build(self, encoder: CalciumEncoder, n_sessions: int = 0) -> nn.Module:
+        """The decoder on ``encoder``; ``n_sessions`` rows of session embeddings (when the config uses them)."""
+        cls, kwargs = self.decoder(n_sessions)
         return cls(encoder, **kwargs)
+
+    def _decoder_kwargs(self, n_sessions: int) -> dict[str, Any]:
+        fc = self.cfg.finetune
+        return {"encoder_lr_scale": fc.encoder_lr_scale, "head_lr_scale": fc.head_lr_scale,
+                "n_sessions": n_sessions if fc.session_embedding else 0}
+
+    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
+        """Data-dependent initialisation of a freshly built decoder (before training); none by default."""
 
     # ----------------------------------------------------------------------------------------- scoring
     def target(self, batch: dict[str, Tensor]) -> Tensor:
@@ -112,13 +122,19 @@ class DownstreamTask:
         return None
 
 
+def prediction_diversity(pred: Tensor, target: Tensor) -> float:
+    """How much predictions vary across items relative to the truth: per-pixel SD over items of ``pred (N, H, W)``
+    divided by that of ``target``, averaged over pixels (0 = one constant frame; a posterior mean is < 1)."""
+    return float(pred.float().std(0).mean() / target.float().std(0).mean().clamp_min(1e-12))
+
+
 class MovieTask(DownstreamTask):
     name, metric, label, curve_label, with_images = "movie", "ssim", "ssim", "SSIM", True
-    table_extras = ("ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k")
+    table_extras = ("ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k", "diversity")
 
     def __init__(self, cfg: Config) -> None:
         super().__init__(cfg)
-        self.loss = MovieLoss(load_lpips())
+        self.loss = MovieLoss(load_lpips(), preset=cfg.finetune.movie_loss)
 
     def windows(self, recordings: Sequence[Recording]) -> WindowTable:
         splits = build_splits(recordings, self.cfg.data.novel_frames_fraction)
@@ -128,10 +144,16 @@ class MovieTask(DownstreamTask):
     def loss_spec(self) -> str:
         return self.loss.spec
 
-    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
+    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
         return MovieDecoder, {"frame_hw": (self.cfg.data.frame_height, self.cfg.data.frame_width), "loss": self.loss,
-                              "channels": self.cfg.finetune.unet_channels,
-                              "encoder_lr_scale": self.cfg.finetune.encoder_lr_scale}
+                              "channels": self.cfg.finetune.unet_channels, "n_queries": self.cfg.finetune.readout_queries,
+                              **self._decoder_kwargs(n_sessions)}
+
+    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
+        """The U-Net starts at the mean training frame (``MovieUNet.set_prior``; ``finetune.mean_frame_prior``)."""
+        if self.cfg.finetune.mean_frame_prior:
+            hw = (1, self.cfg.data.frame_height, self.cfg.data.frame_width)
+            model.unet.set_prior(self.constant_prediction(recordings, table, torch.zeros(hw))[0])
 
     def target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["image"]
@@ -144,7 +166,7 @@ class MovieTask(DownstreamTask):
         """SSIM (ours and the authors' torchmetrics variant), pixel correlation, frame identification among the
         test frames (exact and within +-k), SSIM on the novel-frames block."""
         out = {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
-               "pixel_corr": float(pixel_correlation(pred, target).mean())}
+               "pixel_corr": float(pixel_correlation(pred, target).mean()), "diversity": prediction_diversity(pred, target)}
         frames = test.table.frame
         candidates = np.unique(frames)
         movie = torch.from_numpy(test.recordings[0].movie[candidates].astype(np.float32) / 255.0)
@@ -158,7 +180,7 @@ class MovieTask(DownstreamTask):
     def constant_metrics(self, pred: Tensor, target: Tensor, per_item: np.ndarray) -> dict[str, Any]:
         nan = float("nan")  # pixel correlation / frame identity are not meaningful for one constant frame
         return {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
-                "pixel_corr": nan, "frame_id": nan, "frame_id_k": nan}
+                "pixel_corr": nan, "frame_id": nan, "frame_id_k": nan, "diversity": 0.0}
 
     def examples(self, pred: Tensor) -> Tensor:
         return pred[:64]
@@ -176,14 +198,15 @@ class GratingTask(DownstreamTask):
 
     def windows(self, recordings: Sequence[Recording]) -> WindowTable:
         splits = build_splits(recordings, self.cfg.data.novel_frames_fraction)
-        return grating_windows(recordings, splits, self.cfg.data.pretrain_window_s)
+        d = self.cfg.data
+        return grating_windows(recordings, splits, d.grating_window_s or d.pretrain_window_s, d.grating_offset_s)
 
     @property
     def loss_spec(self) -> str:
         return "cross-entropy (8 directions)"
 
-    def decoder(self) -> tuple[type[nn.Module], dict[str, Any]]:
-        return GratingDecoder, {"encoder_lr_scale": self.cfg.finetune.encoder_lr_scale}
+    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
+        return GratingDecoder, self._decoder_kwargs(n_sessions)
 
     def target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["direction"]

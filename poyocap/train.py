@@ -310,8 +310,8 @@ def train(objective: Objective, dataset: Dataset, optim: OptimConfig, settings: 
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
                                                                                                    enabled=False)
     objective.train()
-    if state.step == 0 and settings.eval_every:
-        _evaluate(objective, eval_fn, state, select_key)
+    if state.step == 0 and settings.eval_every:  # logged for the curves, never selected: it is the untrained model
+        _evaluate(objective, eval_fn, state, None)
     t_start, samples = time.perf_counter(), 0
     last = min(optim.steps, stop_after if stop_after is not None else optim.steps)
     bar = tqdm(total=optim.steps, initial=state.step, desc=desc, disable=not progress or rank != 0, mininterval=2.0)

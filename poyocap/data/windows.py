@@ -10,6 +10,7 @@ never materialises per-token embeddings). A batch (after :func:`collate`) carrie
     times       float32 (B, T)     frame time in seconds relative to the window start
     mask        bool    (B, T, U)  True for real tokens, False for padding or NaN frames (torch_brain's
                                    keep-mask convention)
+    session_index int64 (B,)     row of the window's session in ``UnitVocab.sessions`` (session embeddings)
     + the task's targets: ``direction`` (B,) (-1 = no grating trial), ``frame`` (B,), ``image`` (B, H, W) ...
 
 :func:`flatten_tokens` gives the POYO-style flat token lists ``(B, K = T*U)`` when a model wants them.
@@ -37,7 +38,14 @@ class UnitVocab:
     def __init__(self, unit_ids: Sequence[str] = ()) -> None:
         self.ids: list[str] = []
         self.index: dict[str, int] = {}
+        self.sessions: dict[str, int] = {}  # session id -> row of a decoder's session-embedding table
         self.extend(unit_ids)
+
+    def session_rows(self, session_ids: Sequence[str]) -> np.ndarray:
+        """Rows of ``session_ids`` in the session table (unknown sessions are appended, in order)."""
+        for sid in session_ids:
+            self.sessions.setdefault(sid, len(self.sessions))
+        return np.array([self.sessions[s] for s in session_ids], dtype=np.int64)
 
     def extend(self, unit_ids: Sequence[str]) -> list[int]:
         """Register ``unit_ids`` (duplicates of known ids are ignored); returns their rows."""
@@ -177,6 +185,8 @@ class WindowDataset(Dataset):
         train: random unit subsets per draw (True) or a fixed subset per window (False).
         units: optional allow-list of unit ids (label-free pretraining on predictable neurons only).
         with_images: also return the decoded movie frame as float32 (H, W) in [0, 1].
+        normalize: z-score each ROI's dF/F with its mean and SD over the frames of ``table``'s *training* windows
+            of that session (all frames when it has none), so every split is scaled by training statistics only.
     """
 
     def __init__(
@@ -190,6 +200,7 @@ class WindowDataset(Dataset):
         units: set[str] | frozenset[str] | None = None,
         with_images: bool = False,
         seed: int = 0,
+        normalize: bool = False,
     ) -> None:
         if split not in SPLIT_CODE:
             raise ValueError(f"split must be one of {tuple(SPLIT_CODE)}, got {split!r}")
@@ -207,6 +218,9 @@ class WindowDataset(Dataset):
             cols = np.arange(rec.n_units) if units is None else np.flatnonzero([u in units for u in rec.unit_ids])
             self.cols.append(cols)
             self.rows.append(vocab.lookup([rec.unit_ids[c] for c in cols]) if len(cols) else np.zeros(0, np.int64))
+        self.session_index = vocab.session_rows([r.session_id for r in self.recordings])
+        self.norm = [training_stats(r, table, si, c) for si, (r, c) in enumerate(zip(self.recordings, self.cols))
+                     ] if normalize else None
         self.epoch = 0
 
     def __len__(self) -> int:
@@ -230,6 +244,9 @@ class WindowDataset(Dataset):
         sel = self._units(idx, len(self.cols[s]))
         cols = self.cols[s][sel]
         vals = rec.dff[t0:t1][:, cols]  # (L, U)
+        if self.norm is not None:
+            mu, sd = self.norm[s]
+            vals = (vals - mu[sel]) / sd[sel]
         mask = np.repeat(rec.valid[t0:t1, None], len(cols), axis=1)
         if rec.roi_valid is not None:  # this ROI's own NaN values are not tokens either
             mask &= rec.roi_valid[t0:t1][:, cols]
@@ -241,6 +258,7 @@ class WindowDataset(Dataset):
             "mask": torch.from_numpy(mask),
             "direction": torch.tensor(int(self.table.direction[idx])),
             "frame": torch.tensor(int(self.table.frame[idx])),
+            "session_index": torch.tensor(int(self.session_index[s])),
             "frame_time": torch.tensor(float(self.table.frame_time[idx]), dtype=torch.float32),
             "window_s": torch.tensor(float((t1 - t0) / rec.sampling_rate_hz), dtype=torch.float32),
         }
@@ -250,6 +268,24 @@ class WindowDataset(Dataset):
                 raise ValueError(f"window {idx} of session {rec.session_id} has no movie frame")
             item["image"] = torch.from_numpy(rec.movie[frame].astype(np.float32) / 255.0)
         return item
+
+
+def training_stats(rec: Recording, table: WindowTable, session: int, cols: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Per-ROI mean and SD ``(len(cols),)`` of ``rec``'s dF/F over the frames covered by ``table``'s training
+    windows of ``session`` (every frame when there are none); invalid values are left out; SD floored at 1e-6."""
+    own = (table.session == session) & (table.split == SPLIT_CODE["train"])
+    cover = np.zeros(rec.n_frames + 1, np.int64)
+    np.add.at(cover, table.t0[own], 1)
+    np.add.at(cover, table.t1[own], -1)
+    frames = np.cumsum(cover[:-1]) > 0
+    if not frames.any():
+        frames[:] = True
+    x = rec.dff[frames][:, cols].astype(np.float64)
+    ok = rec.value_mask()[frames]
+    x[~(ok[:, cols] if ok.ndim == 2 else np.repeat(ok[:, None], len(cols), axis=1))] = np.nan
+    mu, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    return np.nan_to_num(mu).astype(np.float32), np.maximum(np.nan_to_num(sd, nan=1.0), 1e-6).astype(np.float32)
 
 
 def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -19,21 +19,40 @@ from .attention import FeedForward, RotaryCrossAttention, RotaryTime
 
 
 class QueryReadout(nn.Module):
-    """Output queries at times ``query_t (B, Q)`` attend to latents ``z (B, L, D)`` at ``lat_t (B, L)`` -> (B, Q, D)."""
+    """Output queries at times ``query_t (B, Q)`` attend to latents ``z (B, L, D)`` at ``lat_t (B, L)`` -> (B, Q, D).
 
-    def __init__(self, dim: int, heads: int = 2, dropout: float = 0.0) -> None:
+    With ``n_sessions > 0`` a learned session embedding is added to the query (POYO+'s output-query session
+    embedding): the query, and through the residual the output vector, can remove each session's offset.
+    """
+
+    def __init__(self, dim: int, heads: int = 2, dropout: float = 0.0, n_sessions: int = 0, n_queries: int = 1
+                 ) -> None:
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
-        self.query = nn.Parameter(torch.randn(dim) * 0.02)
+        self.n_queries = n_queries
+        self.query = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
+        self.session_emb = nn.Embedding(n_sessions, dim) if n_sessions else None
+        if self.session_emb is not None:
+            nn.init.trunc_normal_(self.session_emb.weight, 0, 0.02)
         self.attn = RotaryCrossAttention(dim, heads, rotate_values=False)
         self.ffn = FeedForward(dim, dropout)
         self.rot = RotaryTime(dim // heads)
 
-    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor) -> Tensor:
-        """Shape: z (B, L, D), lat_t (B, L), query_t (B, Q) -> (B, Q, D)."""
+    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor, session: Tensor | None = None) -> Tensor:
+        """Shape: z (B, L, D), lat_t (B, L), query_t (B, Q), session (B,) rows of the session table -> (B, Q, D);
+        with ``n_queries = K > 1`` learned queries per output time -> (B, Q * K, D) (the K of each time together)."""
         b, n_q = query_t.shape
-        x = self.query.expand(b, n_q, -1)
+        k = self.n_queries
+        query_t = query_t.repeat_interleave(k, dim=1)
+        x = self.query.repeat(n_q, 1).expand(b, n_q * k, -1)
+        if self.session_emb is not None:
+            if session is None:
+                raise ValueError("this readout has session embeddings: pass the batch's session_index")
+            if int(session.max()) >= self.session_emb.num_embeddings:
+                raise IndexError(f"session row {int(session.max())} not registered "
+                                 f"({self.session_emb.num_embeddings} sessions in the readout)")
+            x = x + self.session_emb(session)[:, None]
         x = x + self.attn(x, z, q_rot=self.rot(query_t), kv_rot=self.rot(lat_t))
         return x + self.ffn(x)
 
@@ -74,6 +93,13 @@ class MovieUNet(nn.Module):
                 self.fuse.append(nn.Conv2d(2 * c_out, c_out, 1))
             c_in = c_out
         self.head = nn.Conv2d(c_in, 1, 1)
+        self.pixel_bias = nn.Parameter(torch.zeros(h, w))  # per-pixel logit offset (set_prior: the mean frame)
+
+    @torch.no_grad()
+    def set_prior(self, frame: Tensor) -> None:
+        """Start from ``frame (H, W)`` in [0, 1] (the mean training frame): the output's per-pixel bias is its
+        logit, so the untrained decoder predicts the mean frame and learns only the deviations from it."""
+        self.pixel_bias.copy_(torch.logit(frame.clamp(1e-3, 1 - 1e-3)).to(self.pixel_bias))
 
     def forward(self, vec: Tensor) -> Tensor:
         b = vec.shape[0]
@@ -83,16 +109,17 @@ class MovieUNet(nn.Module):
             if s < len(self.injections):
                 inj = self.injections[s](vec).view(b, x.shape[1], x.shape[2], x.shape[3])
                 x = self.fuse[s](torch.cat([x, inj], dim=1))
-        return torch.sigmoid(self.head(x))[:, 0]
+        return torch.sigmoid(self.head(x)[:, 0] + self.pixel_bias)
 
 
 class GratingReadout(nn.Module):
     """Query at the trial time -> 8 direction logits."""
 
-    def __init__(self, dim: int, heads: int = 2, n_classes: int = 8) -> None:
+    def __init__(self, dim: int, heads: int = 2, n_classes: int = 8, n_sessions: int = 0) -> None:
         super().__init__()
-        self.query = QueryReadout(dim, heads)
+        self.query = QueryReadout(dim, heads, n_sessions=n_sessions)
         self.classify = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_classes))
 
-    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor) -> Tensor:
-        return self.classify(self.query(z, lat_t, query_t[:, None])[:, 0])
+    def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor, session: Tensor | None = None) -> Tensor:
+        """Shape: z (B, L, D), lat_t (B, L), query_t (B,), session (B,) -> logits (B, n_classes)."""
+        return self.classify(self.query(z, lat_t, query_t[:, None], session)[:, 0])

@@ -28,7 +28,7 @@ from ..model.encoder import CalciumEncoder
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
-from ..train import TrainSettings, eval_batches, load_state_exactly, read_history, train
+from ..train import TrainSettings, eval_batches, load_state_exactly, read_history, save_atomic, train
 from .common import artifact_dir, load_cached, load_recordings, subsample
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
@@ -51,6 +51,13 @@ class FinetuneStage:
     metric: str = "ssim"  # headline metric column of per_seed (the task's)
     label: str = "ssim"  # its short label in the main table
     table_extras: tuple[str, ...] = ()  # extra metrics the main table averages over seeds
+
+    def reference_scores(self) -> dict[str, float]:
+        """Validation score of each linear reference (the horizontal lines of the learning curves)."""
+        if "val_score" not in self.per_seed:
+            return {}
+        rows = self.per_seed.dropna(subset=["val_score"])
+        return {str(m): float(v) for m, v in zip(rows["method"], rows["val_score"])}
 
 
 @dataclass
@@ -130,13 +137,16 @@ def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]
 
 def _initial_model(setup: FinetuneSetup, method: Method, seed: int, train_pool: Pool) -> tuple[nn.Module, UnitVocab]:
     """The decoder from the pretrained encoder of ``seed`` (downstream units appended) or from random init."""
+    sessions = [r.session_id for r in train_pool.recordings]  # the evaluation pool's are among them
     if method.init == "pretrained":
         enc_path = next(r.out_dir for r in setup.pretrain.runs if r.seed == seed) / "encoder.pt"
-        cls, kwargs = setup.task.decoder()
+        cls, kwargs = setup.task.decoder(n_sessions=len(sessions))
         model, vocab, _ = load_pretrained(enc_path, setup.cfg, train_pool.units(), cls, **kwargs)
-        return model, vocab
-    vocab = UnitVocab(train_pool.units())
-    return setup.task.build(CalciumEncoder(setup.cfg.encoder, len(vocab))), vocab
+    else:
+        vocab = UnitVocab(train_pool.units())
+        model = setup.task.build(CalciumEncoder(setup.cfg.encoder, len(vocab)), n_sessions=len(sessions))
+    vocab.session_rows(sessions)
+    return model, vocab
 
 
 def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = False,
@@ -163,6 +173,7 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
 
     history = load_cached(out, RUN_FILES, force, reuse)
     if history is None:
+        task.initialise(model, train_pool.recordings, train_pool.table)
         settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
                                  frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
         res = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
@@ -180,9 +191,24 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     return RunResult(metrics, per, pred, target, history)
 
 
-def reference_result(setup: FinetuneSetup, method: Method, seed: int) -> RunResult:
+def reference_result(setup: FinetuneSetup, method: Method, seed: int, force: bool = False) -> RunResult:
     """A linear reference (:mod:`poyocap.references`) fitted per session on the downstream training windows,
-    regularisation chosen on validation, scored on the same test windows as every deep method."""
+    regularisation chosen on validation, scored on the same test windows as every deep method. Cached (metrics,
+    per-item scores and the example predictions) like a deep run, so notebook 05 reuses notebook 04's."""
+    out = artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 1,
+                       f"-{method.slug}-seed{seed}", **setup.key, method=method.options)
+    cached = load_cached(out, ("result.pt",), force, lambda: torch.load(out / "result.pt", weights_only=False))
+    if cached is not None:
+        return RunResult(cached["metrics"], cached["per_item"], cached["pred"], cached["target"], None)
+    res = _fit_reference(setup, method, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    res = RunResult(res.metrics, res.per_item, setup.task.examples(res.pred), setup.task.examples(res.target), None)
+    save_atomic({"metrics": res.metrics, "per_item": res.per_item, "pred": res.pred, "target": res.target},
+                out / "result.pt")
+    return res
+
+
+def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult:
     cfg, task, pool = setup.cfg, setup.task, setup.downstream
     vocab = UnitVocab(pool.units())
     kind, limit = method.options.get("reference"), cfg.finetune.max_eval_windows
@@ -205,7 +231,8 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int) -> RunResu
     test = setup.eval_split(pool, "test", vocab, limit)
     pred, target = ref.predict(test)
     per = task.score_items(pred, target)
-    metrics = {"method": method.name, "seed": seed, "steps": 0, "n_test": len(test),
+    val_score = float(np.mean(task.score_items(*ref.predict(setup.eval_split(pool, "val", vocab, limit // 4)))))
+    metrics = {"method": method.name, "seed": seed, "steps": 0, "n_test": len(test), "val_score": val_score,
                **task.test_metrics(pred, target, per, test, predict_split)}
     return RunResult(metrics, per, pred, target, None)
 
@@ -221,6 +248,11 @@ def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
     per = setup.task.score_items(pred, target)
     metrics = {"method": method.name, "seed": -1, "steps": 0, "n_test": len(test),
                **setup.task.constant_metrics(pred, target, per)}
+    novel = setup.eval_split(pool, "novel", UnitVocab(pool.units()), setup.cfg.finetune.max_eval_windows)
+    if len(novel) and f"{setup.task.metric}_novel" in setup.task.table_extras:  # the floor on the novel frames too
+        target_n = torch.cat([setup.task.target(b) for b in eval_batches(novel, 256)])
+        pred_n = setup.task.constant_prediction(pool.recordings, pool.table, target_n)
+        metrics[f"{setup.task.metric}_novel"] = float(setup.task.score_items(pred_n, target_n).mean())
     return RunResult(metrics, per, pred, target, None)
 
 
@@ -262,7 +294,7 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     targets_out: Any = None
     for method, seed in plan:
         if method.role == "reference":
-            res = reference_result(setup, method, seed)
+            res = reference_result(setup, method, seed, force)
         elif method.init == "none":
             res = floor_result(setup, method)
         else:
@@ -275,7 +307,7 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
         rows.append(res.metrics)
         if res.history is not None:
             histories[(method.name, seed)] = res.history
-        if seed == seeds[0] and method.role == "method":
+        if seed in (seeds[0], -1) and method.role in ("method", "reference"):  # first seed's predictions
             examples[method.name] = setup.task.examples(res.pred)
             targets_out = setup.task.examples(res.target)
     per_seed = pd.DataFrame(rows)

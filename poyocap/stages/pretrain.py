@@ -74,7 +74,8 @@ def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filte
     table = pretrain_windows(recs, splits, w, stride_s=0.25)
 
     def ds(tab, split: str, train: bool = False, every: int = 1) -> WindowDataset:  # noqa: ANN001
-        return keep_every(WindowDataset(recs, tab, split, vocab, cfg.data.max_units, train=train, seed=cfg.seed),
+        return keep_every(WindowDataset(recs, tab, split, vocab, cfg.data.max_units, train=train, seed=cfg.seed,
+                                        normalize=cfg.data.normalize == "zscore"),
                           every)
 
     gr = grating_windows(recs, splits, w)
