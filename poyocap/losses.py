@@ -52,10 +52,13 @@ def fft(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def ssim_loss(pred: Tensor, target: Tensor) -> Tensor:
+    """1 - SSIM, always in float32: under bf16 autocast the Gaussian filters would run in bf16 and the variance
+    E[x^2] - E[x]^2 cancels to <= 0 (SSIM -inf, NaN gradients: measured on CPU and on an H100)."""
     from pytorch_msssim import ssim
 
-    return 1.0 - ssim(pred[:, None].float(), target[:, None].float(), data_range=1.0, size_average=True,
-                      win_size=11, win_sigma=1.5)
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        return 1.0 - ssim(pred[:, None].float(), target[:, None].float(), data_range=1.0, size_average=True,
+                          win_size=11, win_sigma=1.5)
 
 
 class Perceptual(nn.Module):

@@ -267,43 +267,38 @@ def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:
     return fig
 
 
-def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n: int = 6) -> plt.Figure:  # noqa: F821
-    """True test frames (top row) and each method's reconstruction of the same windows (first seed)."""
-    idx = np.linspace(0, len(targets) - 1, n).astype(int)
+def _image_grid(examples: dict, targets: "torch.Tensor", columns: np.ndarray, title: str, source: str,  # noqa: F821
+                cell: tuple[float, float, float], fontsize: int) -> plt.Figure:
+    """Rows: the true frames, then each entry of ``examples``; columns: the items ``columns``; ``cell``: inches
+    per column, per row, and the title's extra height."""
     rows = ["true"] + list(examples)
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.7 * n, 1.0 * len(rows) + 0.3))
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(cell[0] * len(columns), cell[1] * len(rows) + cell[2]),
+                             squeeze=False)
     for r, name in enumerate(rows):
         imgs = targets if name == "true" else examples[name]
-        for c, i in enumerate(idx):
+        for c, i in enumerate(columns):
             ax = axes[r, c]
             ax.imshow(imgs[i].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
             ax.set_xticks([])
             ax.set_yticks([])
             if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=7)
-    fig.suptitle("Test frames and reconstructions (first seed)")
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=fontsize)
+    fig.suptitle(title)
     synthetic_label(fig, source)
     return fig
+
+
+def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n: int = 6) -> plt.Figure:  # noqa: F821
+    """True test frames (top row) and each method's reconstruction of the same windows (first seed)."""
+    return _image_grid(examples, targets, np.linspace(0, len(targets) - 1, n).astype(int),
+                       "Test frames and reconstructions (first seed)", source, (1.7, 1.0, 0.3), 7)
 
 
 def plot_strip(examples: dict, targets: "torch.Tensor", source: str, n: int = 12) -> plt.Figure:  # noqa: F821
     """The first ``n`` test windows (consecutive frames of the first test session, evenly subsampled) and every
     method's and reference's reconstruction of them: does the prediction follow the movie?"""
-    rows = ["true"] + list(examples)
-    n = min(n, len(targets))
-    fig, axes = plt.subplots(len(rows), n, figsize=(1.1 * n, 0.75 * len(rows) + 0.4), squeeze=False)
-    for r, name in enumerate(rows):
-        imgs = targets if name == "true" else examples[name]
-        for c in range(n):
-            ax = axes[r, c]
-            ax.imshow(imgs[c].cpu().numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=6)
-    fig.suptitle("A contiguous strip of test frames (first test session, left to right in time) and reconstructions")
-    synthetic_label(fig, source)
-    return fig
+    return _image_grid(examples, targets, np.arange(min(n, len(targets))), "A contiguous strip of test frames "
+                       "(first test session, left to right in time) and reconstructions", source, (1.1, 0.75, 0.4), 6)
 
 
 def plot_learning_curves(histories: dict, source: str, metric_label: str,

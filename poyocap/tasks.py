@@ -92,9 +92,11 @@ class DownstreamTask:
         if len(dataset) == 0:
             return torch.zeros(0), torch.zeros(0)
         model.eval()
+        device = next(model.parameters()).device  # batches go to the model (GPU runs), results come back to CPU
         preds, targets = [], []
         for batch in eval_batches(dataset, batch_size):
-            preds.append(self.prediction(model.predict(batch)))
+            out = self.prediction(model.predict({k: v.to(device) for k, v in batch.items()}))
+            preds.append((out.float() if out.is_floating_point() else out).cpu())
             targets.append(self.target(batch))
         model.train()
         return torch.cat(preds), torch.cat(targets)

@@ -74,7 +74,10 @@ def test_one_optimiser_config_for_pretraining_and_finetuning():
     cfg = Config.for_scale("smoke")
     assert isinstance(cfg.pretrain.optim, OptimConfig) and isinstance(cfg.finetune.optim, OptimConfig)
     assert (cfg.pretrain.optim.steps, cfg.finetune.optim.steps) == (20, 20)
-    assert Config.for_scale("demo").finetune.optim.steps == 100 and Config.for_scale("demo").pretrain.optim.steps == 300
+    assert Config.for_scale("demo").finetune.optim.steps == 300 and Config.for_scale("demo").pretrain.optim.steps == 300
+    paper = Config.for_scale("paper").finetune  # the demo's decoder deviations are off in the paper preset
+    assert (paper.movie_loss, paper.head_lr_scale, paper.readout_queries, paper.mean_frame_prior) == ("paper", 1.0, 1,
+                                                                                                     False)
     again = Config.from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert again.pretrain.optim == cfg.pretrain.optim
 

@@ -28,7 +28,8 @@ def test_registry_names_slugs_and_tasks_are_consistent():
 def test_methods_for_filters_by_task_and_role_in_registry_order():
     movie = [m.name for m in methods_for("movie", "method")]
     gratings = [m.name for m in methods_for("gratings", "method")]
-    assert movie == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)"]
+    assert movie == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)",
+                                 "Scratch (downstream, + pretraining's steps)"]
     assert [m.name for m in methods_for("movie", "floor")] == ["Mean-frame predictor", "Time-shuffled neurons"]
     assert [m.name for m in methods_for("movie", "reference")] == [
         "Reference: ridge (per session)", "Reference: ridge (pseudo-population)",
@@ -39,13 +40,16 @@ def test_methods_for_filters_by_task_and_role_in_registry_order():
     assert Method("x", "-", "-", init="scratch").run_seeds((3, 4)) == (3, 4)
 
 
-def test_scratch_budget_includes_pretraining_steps():
+def test_every_method_gets_the_same_steps_except_the_labelled_longer_scratch_row():
     from poyocap.stages.finetune import FinetuneSetup
 
     cfg = Config.for_scale("smoke")
     setup = FinetuneSetup(cfg, get_task("gratings", cfg), None, None, None)  # type: ignore[arg-type]
-    assert setup.steps(get_method("POYO-CAP")) == cfg.finetune.optim.steps
-    assert setup.steps(get_method("Scratch (all lines)")) == cfg.finetune.optim.steps + cfg.pretrain.optim.steps
+    steps = {m.name: setup.steps(m) for m in methods_for("gratings", "method")}
+    longer = "Scratch (downstream, + pretraining's steps)"
+    assert steps.pop(longer) == cfg.finetune.optim.steps + cfg.pretrain.optim.steps
+    assert set(steps.values()) == {cfg.finetune.optim.steps}
+    assert get_method(longer).seeds == "first"
 
 
 def test_unknown_task_is_a_clear_error():

@@ -19,6 +19,7 @@ from poyocap.config import Config, OptimConfig
 from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab
 from poyocap.model.encoder import CalciumEncoder
+from poyocap.references import LinearReference
 from poyocap.repro import seed_everything
 from poyocap.stages.common import load_recordings, subsample
 from poyocap.tasks import get_task
@@ -48,8 +49,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--device", default="cpu")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--sessions", type=int, default=0, help="use only the first N downstream sessions")
+    ap.add_argument("--references", action="store_true", help="also print the floor and the per-session linear "
+                    "reference on the same validation windows")
     args = ap.parse_args()
     base = Config.for_scale("demo")
     loaded: dict[str, list] = {}
@@ -77,12 +81,21 @@ def main() -> None:
         task.initialise(model, down, table)
         val_ds = subsample(task.dataset(down, table, "val", vocab), fc.max_eval_windows // 4)
 
+        if args.references:
+            ref = LinearReference(task.name).fit(task.dataset(down, table, "train", vocab), val_ds)
+            pred, target = ref.predict(val_ds)
+            line = f"  reference (per session) {np.mean(task.score_items(pred, target)):.3f}"
+            floor = task.constant_prediction(down, table, target)
+            if floor is not None:
+                line += f", floor {np.mean(task.score_items(floor, target)):.3f}"
+            print(line, flush=True)
+
         def val_score(m, step):  # noqa: ANN001
             return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
 
         t = time.perf_counter()
         res = train(model, train_ds, opt, TrainSettings(eval_every=args.eval_every, checkpoint_every=0), seed=args.seed,
-                    device="cpu", eval_fn=val_score, select_key="val_score", progress=False)
+                    device=args.device, eval_fn=val_score, select_key="val_score", progress=False)
         ev = res.history[res.history.kind == "eval"]
         curve = " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
         tr = res.history[res.history.kind == "train"].tail(20)

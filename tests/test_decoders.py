@@ -1,0 +1,159 @@
+"""What the decoders issue changed: learning-rate groups, the session embedding, model selection that never picks
+step 0, movie-loss presets, multi-query readout, the mean-frame prior, per-ROI normalisation, prediction diversity."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from poyocap import losses
+from poyocap.config import Config, OptimConfig
+from poyocap.data.splits import SPLIT_CODE
+from poyocap.data.windows import UnitVocab, WindowDataset, WindowTable, training_stats
+from poyocap.finetune import GratingDecoder, MovieDecoder, load_pretrained
+from poyocap.model.encoder import CalciumEncoder
+from poyocap.model.readouts import MovieUNet, QueryReadout
+from poyocap.tasks import prediction_diversity
+from poyocap.train import TrainSettings, train
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_model import ListDataset, make_batch  # noqa: E402
+
+CFG = Config.for_scale("smoke")
+
+
+def test_new_unit_embeddings_are_in_the_fast_group(tmp_path):
+    enc = CalciumEncoder(CFG.encoder, 5)
+    torch.save({"encoder": enc.state_dict(), "vocab": [f"s/{i}" for i in range(5)]}, tmp_path / "enc.pt")
+    model, vocab, _ = load_pretrained(tmp_path / "enc.pt", CFG, ["t/0", "t/1"], GratingDecoder,
+                                      encoder_lr_scale=0.1, head_lr_scale=3.0, n_sessions=2)
+    trunk, fast = model.param_groups(1e-3)
+    assert trunk["lr"] == pytest.approx(1e-4) and fast["lr"] == pytest.approx(3e-3)
+    ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
+    assert id(model.encoder.unit_emb.weight) in ids(fast) and id(model.encoder.unit_emb.weight) not in ids(trunk)
+    assert id(model.readout.query.session_emb.weight) in ids(fast)
+    assert id(model.encoder.latent_emb) in ids(trunk)
+    named = dict(model.named_parameters())
+    assert ids(trunk) | ids(fast) == {id(p) for p in named.values()} and not ids(trunk) & ids(fast)
+
+
+def test_frozen_warmup_freezes_the_trunk_but_trains_unit_embeddings():
+    torch.manual_seed(0)
+    model = GratingDecoder(CalciumEncoder(CFG.encoder, 40), encoder_lr_scale=0.1)
+    before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    res = train(model, ListDataset(8), OptimConfig(steps=3, batch_size=4, lr=1e-2),
+                TrainSettings(frozen_first_group_steps=3), seed=0, device="cpu", progress=False)
+    after = res.objective.encoder.state_dict()
+    assert all(torch.equal(before[k], v) for k, v in after.items() if k != "unit_emb.weight")
+    assert not torch.equal(before["unit_emb.weight"], after["unit_emb.weight"])
+
+
+def test_session_embedding_is_used_and_checked():
+    torch.manual_seed(0)
+    model = GratingDecoder(CalciumEncoder(CFG.encoder, 40), n_sessions=3).eval()
+    batch = make_batch(b=2)
+    with pytest.raises(ValueError, match="session_index"):
+        model.predict(batch)
+    a = model.predict({**batch, "session_index": torch.tensor([0, 0])})
+    b = model.predict({**batch, "session_index": torch.tensor([2, 2])})
+    assert not torch.allclose(a, b)
+    with pytest.raises(IndexError, match="not registered"):
+        model.predict({**batch, "session_index": torch.tensor([0, 3])})
+    model.train()
+    loss, _ = model({**batch, "direction": torch.tensor([1, 2]), "session_index": torch.tensor([0, 1])})
+    loss.backward()
+    grad = model.readout.query.session_emb.weight.grad
+    assert grad[:2].abs().sum() > 0 and grad[2].abs().sum() == 0  # only the sessions in the batch
+
+
+def test_step_zero_is_never_selected():
+    torch.manual_seed(0)
+    model = GratingDecoder(CalciumEncoder(CFG.encoder, 40))
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = iter([1.0, 0.2, 0.1])  # the untrained model scores best on validation
+    res = train(model, ListDataset(8), OptimConfig(steps=4, batch_size=4, lr=1e-2, warmup_steps=1),
+                TrainSettings(eval_every=2), seed=0, device="cpu", progress=False,
+                eval_fn=lambda m, step: {"val_score": next(scores)}, select_key="val_score")
+    ev = res.history[res.history.kind == "eval"]
+    assert list(ev.step) == [0, 2, 4]
+    kept = res.objective.state_dict()
+    assert any(not torch.equal(start[k], kept[k]) for k in start)  # the step-2 state, not the initial one
+
+
+def test_loss_presets():
+    pred, target = torch.rand(3, 16, 32), torch.rand(3, 16, 32)
+    total, terms = losses.MovieLoss(None, preset="l1_ssim")(pred, target)
+    torch.testing.assert_close(total, losses.l1(pred, target) + losses.ssim_loss(pred, target))
+    assert set(terms) == {"l1", "ssim"}
+    assert losses.MovieLoss(None, preset="l1_ssim").spec.startswith("1 L1 + 1 (1-SSIM)")
+    assert losses.MovieLoss(None).spec.startswith("50 focal + 50 L1 + 50 FFT + 0.1 (1-SSIM)")
+    mse, _ = losses.MovieLoss(None, preset="mse")(pred, target)
+    torch.testing.assert_close(mse, ((pred - target) ** 2).mean())
+    with pytest.raises(ValueError, match="unknown movie loss preset"):
+        losses.MovieLoss(None, preset="nope")
+
+
+def test_multi_query_readout_and_movie_decoder_shapes():
+    torch.manual_seed(0)
+    ro = QueryReadout(32, heads=2, n_queries=4).eval()
+    out = ro(torch.randn(3, 8, 32), torch.rand(3, 8), torch.rand(3, 2))
+    assert out.shape == (3, 8, 32)  # 2 times x 4 queries
+    assert not torch.allclose(out[:, 0], out[:, 1])  # different queries read different things
+    model = MovieDecoder(CalciumEncoder(CFG.encoder, 40), (16, 32), losses.MovieLoss(None, preset="l1_ssim"),
+                         channels=8, n_queries=4, n_sessions=2).eval()
+    batch = {**make_batch(b=2), "frame_time": torch.tensor([0.1, 0.2]), "session_index": torch.tensor([0, 1])}
+    assert model.predict(batch).shape == (2, 16, 32)
+
+
+def test_mean_frame_prior_is_the_untrained_output():
+    net = MovieUNet(16, (16, 32), channels=8)
+    frame = torch.rand(16, 32) * 0.9 + 0.05
+    net.set_prior(frame)
+    torch.nn.init.zeros_(net.head.weight)
+    torch.nn.init.zeros_(net.head.bias)
+    torch.testing.assert_close(net(torch.randn(4, 16)), frame.expand(4, -1, -1), atol=1e-5, rtol=0)
+
+
+def test_normalisation_uses_training_frames_only():
+    from poyocap.data.arrays import recording_from_arrays
+
+    dff = np.full((200, 3), 100.0)
+    dff[:100] = np.array([1.0, 2.0, 3.0]) + np.random.default_rng(0).standard_normal((100, 3))
+    rec = recording_from_arrays(dff, metadata={"session_id": "s", "cre_line": "Cux2-CreERT2"}, rate_hz=30.0)
+    table = WindowTable(session=np.zeros(4, np.int64), t0=np.array([0, 50, 100, 150]), t1=np.array([50, 100, 150, 200]),
+                        split=np.array([SPLIT_CODE["train"]] * 2 + [SPLIT_CODE["test"]] * 2),
+                        direction=-np.ones(4, np.int64), frame=-np.ones(4, np.int64), frame_time=np.zeros(4))
+    mu, sd = training_stats(rec, table, 0, np.arange(3))
+    np.testing.assert_allclose(mu, rec.dff[:100].mean(0), rtol=1e-5)
+    np.testing.assert_allclose(sd, rec.dff[:100].std(0), rtol=1e-4)
+    vocab = UnitVocab(rec.unit_ids)
+    test = WindowDataset([rec], table, "test", vocab, max_units=8, normalize=True)
+    assert float(test[0]["values"].mean()) > 50  # test frames scaled by training statistics, not their own
+    train_ds = WindowDataset([rec], table, "train", vocab, max_units=8, normalize=True)
+    assert abs(float(train_ds[0]["values"].mean())) < 0.5
+
+
+def test_prediction_diversity():
+    target = torch.rand(10, 4, 8)
+    assert prediction_diversity(target, target) == pytest.approx(1.0)
+    assert prediction_diversity(target.mean(0, keepdim=True).expand_as(target), target) == pytest.approx(0.0)
+    assert prediction_diversity(0.5 * target, target) == pytest.approx(0.5)
+
+
+def test_ssim_loss_is_float32_under_bf16_autocast():
+    """The paper's and the demo's movie loss contain 1 - SSIM: under bf16 autocast (every CUDA run) its Gaussian
+    filters ran in bf16 and E[x^2] - E[x]^2 cancelled to <= 0 (SSIM -inf, NaN gradients)."""
+    torch.manual_seed(0)
+    target = torch.rand(4, 32, 64)
+    pred = (target + 0.1 * torch.randn_like(target)).clamp(0, 1).requires_grad_()
+    expected = losses.ssim_loss(pred, target)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = losses.ssim_loss(pred, target)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, expected)
+    got.backward()
+    assert torch.isfinite(pred.grad).all()
