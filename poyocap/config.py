@@ -175,7 +175,7 @@ class PretrainConfig:
     mask_mode: Literal["causal", "random", "channel"] = "causal"  # last 50% by time | random | authors' code
     recon_loss: Literal["l1", "mse"] = "l1"  # paper | authors' code
     ce_weight: float = 0.01  # 0 = "masking only"
-    target: Literal["shared", "ema"] = "shared"  # stop-grad twin | EMA copy
+    target: Literal["shared", "shared_eval", "ema"] = "shared"  # stop-grad twin | the same without dropout | EMA
     ema_decay: float = 0.996
     snapshot_every: int = 50
     checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end

@@ -157,3 +157,33 @@ def test_ssim_loss_is_float32_under_bf16_autocast():
     torch.testing.assert_close(got, expected)
     got.backward()
     assert torch.isfinite(pred.grad).all()
+
+
+def test_effective_rank_known_answers():
+    from poyocap.model.pretrain import effective_rank
+
+    g = torch.Generator().manual_seed(0)
+    assert effective_rank(torch.randn(20000, 8, generator=g)) == pytest.approx(8.0, rel=0.02)
+    line = torch.randn(500, 1, generator=g) * torch.randn(1, 8, generator=g)
+    assert effective_rank(line) == pytest.approx(1.0, abs=1e-6)
+    assert effective_rank(5.0 * line) == pytest.approx(effective_rank(line))  # scale-free
+
+
+def test_shared_eval_target_is_the_dropout_free_latent():
+    from dataclasses import replace
+
+    from poyocap.config import PretrainConfig
+    from poyocap.model.pretrain import TwinMaskedPretrainer
+
+    torch.manual_seed(0)
+    enc = CalciumEncoder(replace(CFG.encoder, dropout=0.5), 40)
+    batch = make_batch(b=3)
+    for target, clean in (("shared", False), ("shared_eval", True)):
+        obj = TwinMaskedPretrainer(enc, PretrainConfig(target=target)).train()
+        v = obj.views(batch)
+        enc.eval()
+        with torch.no_grad():
+            z_clean = enc(batch)[1]
+        enc.train()
+        assert torch.allclose(v["target"], z_clean) == clean
+        assert obj.encoder.training  # the objective is left in training mode

@@ -9,7 +9,8 @@
 The CE term counts only windows that contain a grating trial (direction >= 0).
 
 Options (the ablations need them): ``mask_mode="random"`` (same ratio, random positions), ``ce_weight=0``
-("masking only"), ``target="ema"`` (an exponential-moving-average copy of the encoder makes the target).
+("masking only"), ``target="ema"`` (an exponential-moving-average copy of the encoder makes the target),
+``target="shared_eval"`` (the shared stop-grad twin without dropout: the target is the eval-mode Z_L).
 The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
 and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
 regressed with MSE, with an unweighted CE.
@@ -44,6 +45,15 @@ def random_mask(lat_t: Tensor, ratio: float) -> Tensor:
     mask = torch.zeros(b, n, dtype=torch.bool, device=lat_t.device)
     mask.scatter_(1, order[:, :k], True)
     return mask
+
+
+def effective_rank(z: Tensor) -> float:
+    """Scale-free collapse measure: exp(entropy) of the normalised singular values of the centred latents
+    ``z (..., D)`` flattened to (N, D) (Roy & Vetterli 2007); D for isotropic latents, 1 for a single direction."""
+    x = z.detach().double().reshape(-1, z.shape[-1])
+    s = torch.linalg.svdvals(x - x.mean(0))
+    p = s / s.sum().clamp_min(1e-12)
+    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
 
 
 def latent_std(z: Tensor) -> Tensor:
@@ -90,9 +100,21 @@ class TwinMaskedPretrainer(ObjectiveBase):
         if self.target_encoder is not None:
             with torch.no_grad():
                 target = self.target_encoder(batch)[1]
+        elif self.cfg.target == "shared_eval" and self.training:
+            target = self._clean_target(batch)
         else:
             target = z_l.detach()
         return {"z1": z1, "z_l": z_l, "z_l_masked": z_l_masked, "target": target, "mask": mask, "lat_t": lat_t}
+
+    @torch.no_grad()
+    def _clean_target(self, batch: dict[str, Tensor]) -> Tensor:
+        """Z_L of the same encoder without dropout (``target="shared_eval"``): two train-mode passes over one input
+        differ by their dropout masks, a target the model can only match by ignoring its input."""
+        self.encoder.eval()
+        try:
+            return self.encoder(batch)[1]
+        finally:
+            self.encoder.train()
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         v = self.views(batch)
