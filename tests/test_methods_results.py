@@ -109,6 +109,17 @@ def test_main_table_statistics_rows_and_file(out_tmp):
     assert line.endswith("POYO-CAP beats scratch") == (stats.ttest_rel(poyo, scratch).pvalue < 0.05)
 
 
+def test_headline_says_which_deep_rows_clear_the_linear_reference(out_tmp):
+    cfg = Config.for_scale("smoke").with_overrides(eval={"seeds": (0, 1, 2)})
+    ref = "Reference: logistic (per session)"
+    gratings = _stage("gratings", {"POYO-CAP": [0.50, 0.60, 0.55], "Scratch (all lines)": [0.40, 0.45, 0.47],
+                                   ref: [0.5]})
+    lines = headline(main_table(cfg, None, gratings))
+    assert lines[1] == f"grating accuracy: {ref} 0.500; deep rows at or above it: POYO-CAP 0.550"
+    gratings = _stage("gratings", {"POYO-CAP": [0.2, 0.3, 0.25], "Scratch (all lines)": [0.2, 0.2, 0.2], ref: [0.5]})
+    assert headline(main_table(cfg, None, gratings))[1].endswith("deep rows at or above it: none")
+
+
 def test_main_table_skips_unpaired_tests_and_orders_columns(out_tmp):
     cfg = Config.for_scale("smoke")  # seeds (0, 1)
     movie = _stage("movie", {"POYO-CAP": [0.3, 0.4], "Time-shuffled neurons": [0.1]})

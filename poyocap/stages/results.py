@@ -18,7 +18,7 @@ from .finetune import FinetuneStage
 #: column order of the main table (columns not listed follow)
 MAIN_COLUMNS = ("method", "pretrain_data", "finetune_data", "ssim_mean", "ssim_ci95", "ssim_p_ttest_vs_poyocap",
                 "ssim_p_bootstrap_vs_poyocap", "ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id",
-                "frame_id_k", "ssim_seeds", "acc_mean", "acc_ci95",
+                "frame_id_k", "diversity", "ssim_seeds", "acc_mean", "acc_ci95",
                 "acc_p_ttest_vs_poyocap", "acc_p_bootstrap_vs_poyocap", "acc_seeds", "paper_ssim", "paper_acc")
 #: the headline comparison: the reference method against this baseline
 HEADLINE_BASELINE = "Scratch (all lines)"
@@ -94,4 +94,19 @@ def headline(table: pd.DataFrame) -> list[str]:
         verdict = "beats" if diff > 0 and p < SIGNIFICANCE else "does not beat"
         lines.append(f"{task}: {REFERENCE_METHOD} - {HEADLINE_BASELINE} = {diff:+.3f} (paired t p = {p:.3f}): "
                      f"{REFERENCE_METHOD} {verdict} scratch")
+        lines += _against_references(t, task, col)
+    return lines
+
+
+def _against_references(t: pd.DataFrame, task: str, col: str) -> list[str]:
+    """Which deep rows clear the per-session linear reference of a task (none: the comparison above is moot)."""
+    roles = {m.name: m.role for m in METHODS}
+    refs = [n for n in t.index if roles.get(n) == "reference" and "(per session)" in n and pd.notna(
+        t.loc[n, f"{col}_mean"])]
+    deep = [n for n in t.index if roles.get(n) == "method" and pd.notna(t.loc[n, f"{col}_mean"])]
+    lines = []
+    for ref in refs:
+        bar = t.loc[ref, f"{col}_mean"]
+        above = [f"{n} {t.loc[n, f'{col}_mean']:.3f}" for n in deep if t.loc[n, f"{col}_mean"] >= bar]
+        lines.append(f"{task}: {ref} {bar:.3f}; deep rows at or above it: {', '.join(above) if above else 'none'}")
     return lines
