@@ -148,8 +148,8 @@ class MovieTask(DownstreamTask):
 
     def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
         return MovieDecoder, {"frame_hw": (self.cfg.data.frame_height, self.cfg.data.frame_width), "loss": self.loss,
-                              "channels": self.cfg.finetune.unet_channels, "n_queries": self.cfg.finetune.readout_queries,
-                              **self._decoder_kwargs(n_sessions)}
+                              "channels": self.cfg.finetune.unet_channels,
+                              "n_queries": self.cfg.finetune.readout_queries, **self._decoder_kwargs(n_sessions)}
 
     def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
         """The U-Net starts at the mean training frame (``MovieUNet.set_prior``; ``finetune.mean_frame_prior``)."""
@@ -168,7 +168,8 @@ class MovieTask(DownstreamTask):
         """SSIM (ours and the authors' torchmetrics variant), pixel correlation, frame identification among the
         test frames (exact and within +-k), SSIM on the novel-frames block."""
         out = {"ssim": float(per_item.mean()), "ssim_torchmetrics": ssim_torchmetrics(pred, target),
-               "pixel_corr": float(pixel_correlation(pred, target).mean()), "diversity": prediction_diversity(pred, target)}
+               "pixel_corr": float(pixel_correlation(pred, target).mean()),
+               "diversity": prediction_diversity(pred, target)}
         frames = test.table.frame
         candidates = np.unique(frames)
         movie = torch.from_numpy(test.recordings[0].movie[candidates].astype(np.float32) / 255.0)

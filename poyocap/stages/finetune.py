@@ -1,8 +1,9 @@
 """Notebooks 04-05: every registered method (``poyocap.methods``) fine-tuned on one downstream task, every seed.
 
 Protocol shared by all methods: the downstream mice's test windows (subsampled evenly to at most
-``finetune.max_eval_windows``), the checkpoint with the best validation score, the same evaluation code
-(``poyocap.tasks``). Runs are cached per config / task / method / seed.
+``finetune.max_eval_windows``), the checkpoint with the best validation score (never the untrained step 0), the
+same step budget, the same evaluation code (``poyocap.tasks``). Runs, and the linear references, are cached per
+config / task / method / seed.
 """
 
 from __future__ import annotations
@@ -279,8 +280,9 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     """Every registered method of ``task`` (``methods_for``), every seed, on the downstream pool's test windows.
 
     Methods (role ``method``) run seed by seed; then the floors (role ``floor``, when ``floors``) and the linear
-    references (role ``reference``, when ``references``: the bar the deep rows must clear). Scratch runs get
-    the pretraining's steps added to their budget (``Method.budget``); every run keeps its best-validation state.
+    references (role ``reference``, when ``references``: the bar the deep rows must clear). Every method gets
+    ``finetune.optim.steps``, except rows whose ``Method.budget`` adds the pretraining's steps (one labelled scratch
+    row); every run keeps its best-validation state after step 0.
     """
     setup = finetune_setup(cfg, task, recordings, progress)
     seeds = tuple(cfg.eval.seeds)
