@@ -43,9 +43,6 @@ class _Decoder(ObjectiveBase):
         rest = [p for n, p in named if not n.startswith("encoder.") or n in fast]
         return [{"params": trunk, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr * self.head_lr_scale}]
 
-    def _session(self, batch: dict[str, Tensor]) -> Tensor | None:
-        return batch.get("session_index")
-
 
 class MovieDecoder(_Decoder):
     """Neural window -> movie frame in [0, 1]."""
@@ -63,7 +60,7 @@ class MovieDecoder(_Decoder):
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
         _, z_l, lat_t = self.encoder(batch)
-        vec = self.readout(z_l, lat_t, batch["frame_time"][:, None], self._session(batch))  # (B, K, D)
+        vec = self.readout(z_l, lat_t, batch["frame_time"][:, None], batch.get("session_index"))  # (B, K, D)
         return self.unet(vec.flatten(1))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
@@ -82,7 +79,7 @@ class GratingDecoder(_Decoder):
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
         _, z_l, lat_t = self.encoder(batch)
-        return self.readout(z_l, lat_t, batch["window_s"] / 2, self._session(batch))
+        return self.readout(z_l, lat_t, batch["window_s"] / 2, batch.get("session_index"))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         logits = self.predict(batch)

@@ -137,15 +137,16 @@ class MovieLoss(nn.Module):
         on = [f"{w:g} {_LABELS[k]}" for k, w in self.weights.items() if w]
         return " + ".join(on) + ("" if self.perceptual is not None else " [perceptual off: lpips unavailable]")
 
+    def _perceptual(self, pred: Tensor, target: Tensor) -> Tensor:
+        if isinstance(self.perceptual, Perceptual):
+            return self.perceptual(pred, target)
+        rgb = lambda x: x[:, None].expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731  (lpips.LPIPS: 3 channels in [-1, 1])
+        return self.perceptual(rgb(pred), rgb(target)).mean()
+
     def forward(self, pred: Tensor, target: Tensor) -> tuple[Tensor, dict[str, float]]:
         terms = {k: f(pred, target) for k, f in TERMS.items() if self.weights.get(k, 0.0)}
-        if not self.weights.get("perceptual", 0.0):
-            pass
-        elif isinstance(self.perceptual, Perceptual):
-            terms["perceptual"] = self.perceptual(pred, target)
-        elif self.perceptual is not None:  # lpips.LPIPS: 3-channel images in [-1, 1]
-            rgb = lambda x: x[:, None].expand(-1, 3, -1, -1) * 2 - 1  # noqa: E731
-            terms["perceptual"] = self.perceptual(rgb(pred), rgb(target)).mean()
+        if self.weights.get("perceptual", 0.0):  # 0 when there is no backbone (__init__)
+            terms["perceptual"] = self._perceptual(pred, target)
         loss = sum(self.weights.get(k, 0.0) * v for k, v in terms.items())
         return loss, {k: float(v.detach()) for k, v in terms.items()}
 

@@ -154,8 +154,7 @@ class MovieTask(DownstreamTask):
     def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
         """The U-Net starts at the mean training frame (``MovieUNet.set_prior``; ``finetune.mean_frame_prior``)."""
         if self.cfg.finetune.mean_frame_prior:
-            hw = (1, self.cfg.data.frame_height, self.cfg.data.frame_width)
-            model.unet.set_prior(self.constant_prediction(recordings, table, torch.zeros(hw))[0])
+            model.unet.set_prior(self.mean_training_frame(recordings, table))
 
     def target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["image"]
@@ -188,12 +187,16 @@ class MovieTask(DownstreamTask):
     def examples(self, pred: Tensor) -> Tensor:
         return pred[:64]
 
+    @staticmethod
+    def mean_training_frame(recordings: Sequence[Recording], table: WindowTable) -> Tensor:
+        """The mean of the movie frames decoded by ``table``'s training windows, float32 (H, W) in [0, 1]."""
+        train_frames = np.unique(table.frame[table.split == SPLIT_CODE["train"]])
+        return torch.from_numpy(mean_frame(recordings[0].movie[train_frames]).astype(np.float32) / 255.0)
+
     def constant_prediction(self, recordings: Sequence[Recording], table: WindowTable, target: Tensor
                             ) -> Tensor | None:
         """The mean training frame, for every test item."""
-        train_frames = np.unique(table.frame[table.split == SPLIT_CODE["train"]])
-        frame = torch.from_numpy(mean_frame(recordings[0].movie[train_frames]).astype(np.float32) / 255.0)
-        return frame[None].expand_as(target)
+        return self.mean_training_frame(recordings, table)[None].expand_as(target)
 
 
 class GratingTask(DownstreamTask):

@@ -28,6 +28,12 @@ from poyocap.train import TrainSettings, train
 LINES = ("Ntsr1-Cre_GN220", "Pvalb-IRES-Cre", "Sst-IRES-Cre", "Vip-IRES-Cre")  # demo's computed partition
 
 
+def demo_lines(recordings: list) -> list[str]:
+    """The lines of ``recordings`` that are the demo's computed predictable lines."""
+    prefixes = {x.split("-")[0] for x in LINES}
+    return sorted({r.cre_line for r in recordings if r.cre_line.split("-")[0] in prefixes})
+
+
 def parse(variant: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if variant == "base":
@@ -64,8 +70,7 @@ def main() -> None:
         key = cfg.digest("data")
         if key not in loaded:
             recordings = load_recordings(cfg, progress=False)
-            lines = sorted({r.cre_line for r in recordings if r.cre_line.split("-")[0] in {x.split("-")[0] for x in LINES}})
-            pools = make_pools(recordings, lines)
+            pools = make_pools(recordings, demo_lines(recordings))
             loaded[key] = [r for r in recordings if r.session_id in pools.downstream][: args.sessions or None]
             print(f"downstream sessions {len(loaded[key])}, units {sum(r.n_units for r in loaded[key])}", flush=True)
         down = loaded[key]

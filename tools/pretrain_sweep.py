@@ -24,7 +24,7 @@ from poyocap.stages.common import load_recordings
 from poyocap.stages.pretrain import evaluate_pretraining, pretrain_data
 from poyocap.train import TrainSettings, train
 
-from decoder_sweep import LINES, parse
+from decoder_sweep import demo_lines, parse
 
 
 def held_out_rank(encoder: CalciumEncoder, dataset) -> float:  # noqa: ANN001
@@ -38,7 +38,7 @@ def main() -> None:
     args = ap.parse_args()
     base = Config.for_scale("demo")
     recordings = load_recordings(base, progress=False)
-    lines = sorted({r.cre_line for r in recordings if r.cre_line.split("-")[0] in {x.split("-")[0] for x in LINES}})
+    lines = demo_lines(recordings)
     for variant in args.variant or ["base"]:
         over = parse(variant)
         optim = dict(over.pop("optim", {}))

@@ -30,7 +30,6 @@ class QueryReadout(nn.Module):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
-        self.n_queries = n_queries
         self.query = nn.Parameter(torch.randn(n_queries, dim) * 0.02)
         self.session_emb = nn.Embedding(n_sessions, dim) if n_sessions else None
         if self.session_emb is not None:
@@ -43,7 +42,7 @@ class QueryReadout(nn.Module):
         """Shape: z (B, L, D), lat_t (B, L), query_t (B, Q), session (B,) rows of the session table -> (B, Q, D);
         with ``n_queries = K > 1`` learned queries per output time -> (B, Q * K, D) (the K of each time together)."""
         b, n_q = query_t.shape
-        k = self.n_queries
+        k = self.query.shape[0]  # learned queries per output time
         query_t = query_t.repeat_interleave(k, dim=1)
         x = self.query.repeat(n_q, 1).expand(b, n_q * k, -1)
         if self.session_emb is not None:

@@ -111,6 +111,10 @@ class FinetuneSetup:
     def eval_split(self, pool: Pool, split: str, vocab: UnitVocab, max_windows: int):  # noqa: ANN201
         return subsample(self.task.dataset(pool.recordings, pool.table, split, vocab), max_windows)
 
+    def validation(self, pool: Pool, vocab: UnitVocab):  # noqa: ANN201
+        """The validation windows every run selects on and every reference is scored on (the same for all)."""
+        return self.eval_split(pool, "val", vocab, self.cfg.finetune.max_eval_windows // 4)
+
 
 @dataclass
 class RunResult:
@@ -160,7 +164,7 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     model, vocab = _initial_model(setup, method, seed, train_pool)
     steps = setup.steps(method)
     train_ds = task.dataset(train_pool.recordings, train_pool.table, "train", vocab, train=True)
-    val_ds = setup.eval_split(eval_pool, "val", vocab, fc.max_eval_windows // 4)
+    val_ds = setup.validation(eval_pool, vocab)
     test_ds = setup.eval_split(eval_pool, "test", vocab, fc.max_eval_windows)
 
     def val_score(m: nn.Module, step: int) -> dict[str, float]:
@@ -213,6 +217,7 @@ def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult
     cfg, task, pool = setup.cfg, setup.task, setup.downstream
     vocab = UnitVocab(pool.units())
     kind, limit = method.options.get("reference"), cfg.finetune.max_eval_windows
+    val = setup.validation(pool, vocab)
     if kind == "pseudo_population":
         ref: Any = PseudoPopulationRidge(pool.recordings, pool.table).fit(SPLIT_CODE["train"], SPLIT_CODE["val"])
     else:
@@ -223,7 +228,7 @@ def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult
             encoder = CalciumEncoder(cfg.encoder, len(vocab)).eval()
             features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
             subsample(train, 2 * limit)  # encoder features are the costly part
-        ref = LinearReference(task.name, features).fit(train, setup.eval_split(pool, "val", vocab, limit // 4))
+        ref = LinearReference(task.name, features).fit(train, val)
 
     def predict_split(split: str) -> tuple[Tensor, Tensor]:
         ds = setup.eval_split(pool, split, vocab, limit)
@@ -232,7 +237,7 @@ def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult
     test = setup.eval_split(pool, "test", vocab, limit)
     pred, target = ref.predict(test)
     per = task.score_items(pred, target)
-    val_score = float(np.mean(task.score_items(*ref.predict(setup.eval_split(pool, "val", vocab, limit // 4)))))
+    val_score = float(np.mean(task.score_items(*ref.predict(val))))
     metrics = {"method": method.name, "seed": seed, "steps": 0, "n_test": len(test), "val_score": val_score,
                **task.test_metrics(pred, target, per, test, predict_split)}
     return RunResult(metrics, per, pred, target, None)
@@ -240,20 +245,21 @@ def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult
 
 def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
     """A model-free floor (``init="none"``): the task's constant prediction on the downstream test set."""
-    pool = setup.downstream
-    test = setup.eval_split(pool, "test", UnitVocab(pool.units()), setup.cfg.finetune.max_eval_windows)
-    target = torch.cat([setup.task.target(b) for b in eval_batches(test, 256)])
-    pred = setup.task.constant_prediction(pool.recordings, pool.table, target)
+    pool, task, limit = setup.downstream, setup.task, setup.cfg.finetune.max_eval_windows
+    vocab = UnitVocab(pool.units())
+    test = setup.eval_split(pool, "test", vocab, limit)
+    target = torch.cat([task.target(b) for b in eval_batches(test, 256)])
+    pred = task.constant_prediction(pool.recordings, pool.table, target)
     if pred is None:
         return None
-    per = setup.task.score_items(pred, target)
+    per = task.score_items(pred, target)
     metrics = {"method": method.name, "seed": -1, "steps": 0, "n_test": len(test),
-               **setup.task.constant_metrics(pred, target, per)}
-    novel = setup.eval_split(pool, "novel", UnitVocab(pool.units()), setup.cfg.finetune.max_eval_windows)
-    if len(novel) and f"{setup.task.metric}_novel" in setup.task.table_extras:  # the floor on the novel frames too
-        target_n = torch.cat([setup.task.target(b) for b in eval_batches(novel, 256)])
-        pred_n = setup.task.constant_prediction(pool.recordings, pool.table, target_n)
-        metrics[f"{setup.task.metric}_novel"] = float(setup.task.score_items(pred_n, target_n).mean())
+               **task.constant_metrics(pred, target, per)}
+    novel = setup.eval_split(pool, "novel", vocab, limit)
+    if len(novel) and f"{task.metric}_novel" in task.table_extras:  # the floor on the novel frames too
+        target_n = torch.cat([task.target(b) for b in eval_batches(novel, 256)])
+        pred_n = task.constant_prediction(pool.recordings, pool.table, target_n)
+        metrics[f"{task.metric}_novel"] = float(task.score_items(pred_n, target_n).mean())
     return RunResult(metrics, per, pred, target, None)
 
 
