@@ -195,16 +195,22 @@ class FinetuneConfig:
     # The demo defaults below deviate from the paper where a validation sweep (tools/decoder_sweep.py,
     # docs/decoders.md) measured a gain at the demo's step budget; the paper preset restores the paper's choices.
     encoder_lr_scale: float = 1.0  # pretrained trunk's LR = lr * this
-    head_lr_scale: float = 3.0  # readout, decoder, session and unit embeddings (all learned from zero): lr * this
+    head_lr_scale: float = 1.0  # readout, decoder, session embeddings (learned from zero): lr * this
+    unit_lr_scale: float = 0.01  # unit embeddings: lr * this (Adam steps of ~lr swamp their 0.02-sized rows)
     session_embedding: bool = True  # POYO+ session embedding added to the readout query (POYO+, the authors' code)
     movie_loss: str = "l1_ssim"  # a preset of poyocap.losses.LOSS_PRESETS ("paper": 50 focal + 50 L1 + ...)
     readout_queries: int = 4  # learned output queries per decoded frame (outputs concatenated for the U-Net)
     mean_frame_prior: bool = True  # the movie decoder's output starts at the mean training frame
+    session_centring: bool = True  # subtract each session's running mean latent before the readout (AdaBN-like)
+    unit_init: Literal["random", "response"] = "response"  # unit embeddings start from training response profiles ("random": POYO+)
     frozen_warmup_steps: int = 0
     eval_every: int = 50
     checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
     unet_channels: int = 32  # channels of the U-Net's 2 x 4 start map (halved per stage)
     max_eval_windows: int = 3000  # test/val sets are subsampled evenly to at most this many windows
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
 
 
 @dataclass(frozen=True)
@@ -320,6 +326,7 @@ def paper() -> Config:
                      dropout=0.2),
         pretrain=dict(optim=optim, snapshot_every=1000, checkpoint_every=1000),
         finetune=dict(optim=optim, eval_every=1000, checkpoint_every=1000, unet_channels=128, head_lr_scale=1.0,
-                      movie_loss="paper", readout_queries=1, mean_frame_prior=False),
+                      unit_lr_scale=1.0, movie_loss="paper", readout_queries=1, mean_frame_prior=False,
+                      session_centring=False, unit_init="random"),
         eval=dict(n_bootstrap=10_000),
     )

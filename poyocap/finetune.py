@@ -22,7 +22,7 @@ from .config import Config
 from .data.windows import UnitVocab
 from .losses import MovieLoss, grating_loss
 from .model.encoder import CalciumEncoder
-from .model.readouts import GratingReadout, MovieUNet, QueryReadout
+from .model.readouts import GratingReadout, MovieUNet, QueryReadout, SessionCentring
 from .train import ObjectiveBase
 
 
@@ -30,18 +30,32 @@ class _Decoder(ObjectiveBase):
     """Shared parts: the encoder, the learning-rate groups and the session rows of a batch."""
 
     encoder: CalciumEncoder
+    centring: SessionCentring | None
     encoder_lr_scale: float
     head_lr_scale: float
+    unit_lr_scale: float
+
+    def latents(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Z_L ``(B, L, D)`` (session-centred when the decoder has :class:`SessionCentring`) and latent times."""
+        _, z_l, lat_t = self.encoder(batch)
+        if self.centring is not None:
+            z_l = self.centring(z_l, batch["session_index"])
+        return z_l, lat_t
 
     def param_groups(self, lr: float) -> list[dict]:
-        """Two groups: [0] the encoder's trunk (``lr * encoder_lr_scale``; a frozen warm-up freezes this group
-        only), [1] everything learned from scratch downstream - readout, decoder, session embeddings and the unit
-        embeddings (new units' rows start at random; ``lr * head_lr_scale``)."""
-        fast = {"encoder.unit_emb.weight"}
+        """Three groups: [0] the encoder's trunk (``lr * encoder_lr_scale``; a frozen warm-up freezes this group
+        only), [1] everything else learned from scratch downstream - readout, decoder, session embeddings
+        (``lr * head_lr_scale``), [2] the unit embeddings (``lr * unit_lr_scale``). Unit embeddings are ~0.02 in
+        size and each row gets a gradient only in the batches that hold its session; Adam moves every touched row
+        by ~lr per step whatever the gradient's size, so at the trunk's LR their noise overwrites them within tens
+        of steps (grating training loss stuck at ln 8; ``docs/decoders.md``)."""
+        units = "encoder.unit_emb.weight"
         named = [(n, p) for n, p in self.named_parameters() if p.requires_grad]
-        trunk = [p for n, p in named if n.startswith("encoder.") and n not in fast]
-        rest = [p for n, p in named if not n.startswith("encoder.") or n in fast]
-        return [{"params": trunk, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr * self.head_lr_scale}]
+        trunk = [p for n, p in named if n.startswith("encoder.") and n != units]
+        rest = [p for n, p in named if not n.startswith("encoder.")]
+        unit = [p for n, p in named if n == units]
+        return [{"params": trunk, "lr": lr * self.encoder_lr_scale}, {"params": rest, "lr": lr * self.head_lr_scale},
+                {"params": unit, "lr": lr * self.unit_lr_scale}]
 
 
 class MovieDecoder(_Decoder):
@@ -49,17 +63,19 @@ class MovieDecoder(_Decoder):
 
     def __init__(self, encoder: CalciumEncoder, frame_hw: tuple[int, int], loss: MovieLoss, channels: int = 64,
                  inject: bool = True, encoder_lr_scale: float = 1.0, head_lr_scale: float = 1.0,
-                 n_sessions: int = 0, n_queries: int = 1) -> None:
+                 n_sessions: int = 0, n_queries: int = 1, session_centring: int = 0, unit_lr_scale: float = 1.0
+                 ) -> None:
         super().__init__()
         self.encoder = encoder
         d = encoder.cfg.dim
+        self.centring = SessionCentring(session_centring, d) if session_centring else None
         self.readout = QueryReadout(d, heads=encoder.cfg.cross_heads, n_sessions=n_sessions, n_queries=n_queries)
         self.unet = MovieUNet(d * n_queries, frame_hw, channels=channels, inject=inject)
         self.loss = loss
-        self.encoder_lr_scale, self.head_lr_scale = encoder_lr_scale, head_lr_scale
+        self.encoder_lr_scale, self.head_lr_scale, self.unit_lr_scale = encoder_lr_scale, head_lr_scale, unit_lr_scale
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
-        _, z_l, lat_t = self.encoder(batch)
+        z_l, lat_t = self.latents(batch)
         vec = self.readout(z_l, lat_t, batch["frame_time"][:, None], batch.get("session_index"))  # (B, K, D)
         return self.unet(vec.flatten(1))
 
@@ -71,14 +87,15 @@ class GratingDecoder(_Decoder):
     """Neural window at a grating trial -> 8 direction logits."""
 
     def __init__(self, encoder: CalciumEncoder, encoder_lr_scale: float = 1.0, head_lr_scale: float = 1.0,
-                 n_sessions: int = 0) -> None:
+                 n_sessions: int = 0, session_centring: int = 0, unit_lr_scale: float = 1.0) -> None:
         super().__init__()
         self.encoder = encoder
+        self.centring = SessionCentring(session_centring, encoder.cfg.dim) if session_centring else None
         self.readout = GratingReadout(encoder.cfg.dim, heads=encoder.cfg.cross_heads, n_sessions=n_sessions)
-        self.encoder_lr_scale, self.head_lr_scale = encoder_lr_scale, head_lr_scale
+        self.encoder_lr_scale, self.head_lr_scale, self.unit_lr_scale = encoder_lr_scale, head_lr_scale, unit_lr_scale
 
     def predict(self, batch: dict[str, Tensor]) -> Tensor:
-        _, z_l, lat_t = self.encoder(batch)
+        z_l, lat_t = self.latents(batch)
         return self.readout(z_l, lat_t, batch["window_s"] / 2, batch.get("session_index"))
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:

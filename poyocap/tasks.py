@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import Config
+from .data.profiles import response_profiles
 from .data.recording import Recording
 from .data.splits import SPLIT_CODE, build_splits
 from .data.windows import UnitVocab, WindowDataset, WindowTable, grating_windows, movie_windows
@@ -26,6 +27,7 @@ from .evaluate import confusion_matrix, frame_identification, pixel_correlation,
 from .finetune import GratingDecoder, MovieDecoder, mean_frame
 from .losses import MovieLoss, load_lpips
 from .model.encoder import CalciumEncoder
+from .model.unit_init import profile_embeddings
 from .train import eval_batches
 
 #: ``predict_split(split)`` -> (predictions, targets) of a model on that split of the evaluation pool
@@ -73,10 +75,25 @@ class DownstreamTask:
     def _decoder_kwargs(self, n_sessions: int) -> dict[str, Any]:
         fc = self.cfg.finetune
         return {"encoder_lr_scale": fc.encoder_lr_scale, "head_lr_scale": fc.head_lr_scale,
-                "n_sessions": n_sessions if fc.session_embedding else 0}
+                "unit_lr_scale": fc.unit_lr_scale,
+                "n_sessions": n_sessions if fc.session_embedding else 0,
+                "session_centring": n_sessions if fc.session_centring else 0}
 
-    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
-        """Data-dependent initialisation of a freshly built decoder (before training); none by default."""
+    profile_condition: ClassVar[str] = ""  # what a unit's response profile is averaged over (finetune.unit_init)
+
+    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
+                   vocab: UnitVocab | None = None) -> None:
+        """Data-dependent initialisation of a freshly built decoder (before training), from ``table``'s training
+        windows only. With ``finetune.unit_init == "response"`` (and a ``vocab``) the embeddings of the units of
+        ``recordings`` start from their stimulus-response profiles (:mod:`poyocap.model.unit_init`)."""
+        if self.cfg.finetune.unit_init == "random" or vocab is None:
+            return
+        ids, profiles = response_profiles(recordings, table, self.profile_condition)
+        emb = model.encoder.unit_emb.weight
+        init, usable = profile_embeddings(profiles, emb.shape[1], seed=self.cfg.seed)
+        rows = torch.from_numpy(vocab.lookup(ids))
+        with torch.no_grad():
+            emb[rows[usable]] = init[usable].to(emb.device, emb.dtype)
 
     # ----------------------------------------------------------------------------------------- scoring
     def target(self, batch: dict[str, Tensor]) -> Tensor:
@@ -132,6 +149,7 @@ def prediction_diversity(pred: Tensor, target: Tensor) -> float:
 
 class MovieTask(DownstreamTask):
     name, metric, label, curve_label, with_images = "movie", "ssim", "ssim", "SSIM", True
+    profile_condition = "frame"
     table_extras = ("ssim_novel", "ssim_torchmetrics", "pixel_corr", "frame_id", "frame_id_k", "diversity")
 
     def __init__(self, cfg: Config) -> None:
@@ -151,8 +169,11 @@ class MovieTask(DownstreamTask):
                               "channels": self.cfg.finetune.unet_channels,
                               "n_queries": self.cfg.finetune.readout_queries, **self._decoder_kwargs(n_sessions)}
 
-    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable) -> None:
-        """The U-Net starts at the mean training frame (``MovieUNet.set_prior``; ``finetune.mean_frame_prior``)."""
+    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
+                   vocab: UnitVocab | None = None) -> None:
+        """The base initialisation, and the U-Net starts at the mean training frame (``MovieUNet.set_prior``;
+        ``finetune.mean_frame_prior``)."""
+        super().initialise(model, recordings, table, vocab)
         if self.cfg.finetune.mean_frame_prior:
             model.unet.set_prior(self.mean_training_frame(recordings, table))
 
@@ -201,6 +222,7 @@ class MovieTask(DownstreamTask):
 
 class GratingTask(DownstreamTask):
     name, metric, label, curve_label = "gratings", "accuracy", "acc", "accuracy"
+    profile_condition = "direction"
 
     def windows(self, recordings: Sequence[Recording]) -> WindowTable:
         splits = build_splits(recordings, self.cfg.data.novel_frames_fraction)

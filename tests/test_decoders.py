@@ -16,29 +16,108 @@ from poyocap.data.splits import SPLIT_CODE
 from poyocap.data.windows import UnitVocab, WindowDataset, WindowTable, training_stats
 from poyocap.finetune import GratingDecoder, MovieDecoder, load_pretrained
 from poyocap.model.encoder import CalciumEncoder
-from poyocap.model.readouts import MovieUNet, QueryReadout
-from poyocap.tasks import prediction_diversity
+from poyocap.data.profiles import response_profiles
+from poyocap.model.readouts import MovieUNet, QueryReadout, SessionCentring
+from poyocap.model.unit_init import profile_embeddings
+from poyocap.tasks import get_task, prediction_diversity
 from poyocap.train import TrainSettings, train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_model import ListDataset, make_batch  # noqa: E402
+from test_recording import make as make_recording  # noqa: E402
+
+GRATINGS = {"start": np.array([0.1]), "stop": np.array([0.5]), "direction_deg": np.array([0]),
+            "temporal_freq_hz": np.array([1])}
 
 CFG = Config.for_scale("smoke")
 
 
-def test_new_unit_embeddings_are_in_the_fast_group(tmp_path):
+def test_parameter_groups_trunk_head_and_unit_embeddings(tmp_path):
     enc = CalciumEncoder(CFG.encoder, 5)
     torch.save({"encoder": enc.state_dict(), "vocab": [f"s/{i}" for i in range(5)]}, tmp_path / "enc.pt")
     model, vocab, _ = load_pretrained(tmp_path / "enc.pt", CFG, ["t/0", "t/1"], GratingDecoder,
-                                      encoder_lr_scale=0.1, head_lr_scale=3.0, n_sessions=2)
-    trunk, fast = model.param_groups(1e-3)
-    assert trunk["lr"] == pytest.approx(1e-4) and fast["lr"] == pytest.approx(3e-3)
+                                      encoder_lr_scale=0.1, head_lr_scale=3.0, n_sessions=2, unit_lr_scale=0.01)
+    trunk, head, units = model.param_groups(1e-3)
+    assert trunk["lr"] == pytest.approx(1e-4) and head["lr"] == pytest.approx(3e-3)
+    assert units["lr"] == pytest.approx(1e-5)
     ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
-    assert id(model.encoder.unit_emb.weight) in ids(fast) and id(model.encoder.unit_emb.weight) not in ids(trunk)
-    assert id(model.readout.query.session_emb.weight) in ids(fast)
+    assert ids(units) == {id(model.encoder.unit_emb.weight)}  # new units' rows included, in their own group
+    assert id(model.readout.query.session_emb.weight) in ids(head)
     assert id(model.encoder.latent_emb) in ids(trunk)
     named = dict(model.named_parameters())
-    assert ids(trunk) | ids(fast) == {id(p) for p in named.values()} and not ids(trunk) & ids(fast)
+    assert ids(trunk) | ids(head) | ids(units) == {id(p) for p in named.values()}
+    assert not ids(trunk) & ids(head) and not ids(units) & (ids(trunk) | ids(head))
+
+
+def test_session_centring_removes_each_sessions_constant():
+    torch.manual_seed(0)
+    centre = SessionCentring(3, 4)
+    offsets = torch.tensor([[5.0, 0, 0, 0], [0, -3.0, 0, 0], [0, 0, 0, 0]])
+    for _ in range(200):  # training mode: running means from the batches
+        session = torch.tensor([0, 0, 1, 1])
+        z = offsets[session][:, None] + 0.1 * torch.randn(4, 2, 4)
+        centre(z, session)
+    centre.eval()
+    session = torch.tensor([0, 1, 2])
+    z = offsets[session][:, None] + 0.1 * torch.randn(3, 2, 4)
+    out = centre(z, session)
+    assert out[:2].abs().mean() < 0.15  # the seen sessions' constants are gone
+    assert torch.equal(out[2], z[2])  # a session never seen in training is not shifted
+    before = centre.mean.clone()
+    centre(z, session)
+    assert torch.equal(centre.mean, before)  # evaluation never updates the means
+    assert {"mean", "seen"} <= set(centre.state_dict())  # buffers: saved with the model, restored on resume
+
+
+def test_profile_embeddings_group_units_by_response():
+    rng = np.random.default_rng(0)
+    tuning = np.eye(8)[[0, 0, 0, 4, 4, 4]] * 2 + 0.05 * rng.standard_normal((6, 8))  # two preferred directions
+    profiles = np.vstack([tuning, np.full((1, 8), np.nan), np.ones((1, 8))])  # + never seen, + flat (no SD)
+    emb, usable = profile_embeddings(profiles, dim=16, std=0.02, noise=0.0)
+    assert usable.tolist() == [True] * 6 + [False, False]
+    cos = torch.nn.functional.cosine_similarity(emb[:6, None], emb[None, :6], dim=-1)
+    assert cos[0, 1] > 0.9 and cos[3, 4] > 0.9 and cos[0, 3] < 0.0  # alike start alike, unlike apart
+    assert float(emb[:6].pow(2).mean().sqrt()) == pytest.approx(0.02, rel=1e-4)  # the random init's size
+    assert torch.equal(emb[6:], torch.zeros(2, 16))  # no profile: nothing informative (caller keeps random rows)
+    with pytest.raises(ValueError, match="n_units, n_conditions"):
+        profile_embeddings(np.zeros(5), dim=4)
+
+
+def test_response_profiles_average_training_windows_per_condition():
+    rec = make_recording(dff=np.zeros((40, 2), np.float32), timestamps=np.arange(40) / 30.0, unit_ids=["s1/a", "s1/b"],
+                         grating_trials=GRATINGS, movie_frames=np.full(40, -1), movie_repeat=np.full(40, -1), movie=None)
+    rec.dff[0:4, 0] = 1.0  # unit 0 responds in the first window
+    rec.dff[10:14, 1] = 3.0  # unit 1 in the second
+    table = WindowTable(session=np.zeros(4, np.int64), t0=np.array([0, 10, 20, 30]), t1=np.array([4, 14, 24, 34]),
+                        split=np.array([SPLIT_CODE["train"]] * 3 + [SPLIT_CODE["test"]]),
+                        direction=np.array([2, 5, 2, 5]), frame=np.full(4, -1), frame_time=np.zeros(4))
+    ids, prof = response_profiles([rec], table, "direction")
+    assert ids == rec.unit_ids and prof.shape == (2, 2)  # directions 2 and 5 seen in training
+    assert np.allclose(prof[0], [0.5, 0.0]) and np.allclose(prof[1], [0.0, 3.0])  # test window left out
+    with pytest.raises(ValueError, match="condition"):
+        response_profiles([rec], table, "orientation")
+
+
+def test_response_init_writes_the_units_rows_and_only_them():
+    cfg = CFG.with_overrides(finetune=dict(unit_init="response"))
+    task = get_task("gratings", cfg)
+    rec = make_recording()
+    table = WindowTable(session=np.zeros(4, np.int64), t0=np.arange(4) * 30, t1=np.arange(4) * 30 + 30,
+                        split=np.full(4, SPLIT_CODE["train"]), direction=np.array([0, 1, 2, 3]), frame=np.full(4, -1),
+                        frame_time=np.zeros(4))
+    vocab = UnitVocab(["other/0"] + list(rec.unit_ids))
+    model = task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=1)
+    before = model.encoder.unit_emb.weight.detach().clone()
+    task.initialise(model, [rec], table, vocab)
+    after = model.encoder.unit_emb.weight.detach()
+    assert torch.equal(after[0], before[0])  # a unit of another pool keeps its row
+    assert not torch.equal(after[1:], before[1:])
+    assert float(after[1:].pow(2).mean().sqrt()) == pytest.approx(0.02, rel=0.3)  # same size as a random row
+    random_task = get_task("gratings", CFG.with_overrides(finetune=dict(unit_init="random")))
+    model2 = random_task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=1)
+    kept = model2.encoder.unit_emb.weight.detach().clone()
+    random_task.initialise(model2, [rec], table, vocab)
+    assert torch.equal(model2.encoder.unit_emb.weight, kept)
 
 
 def test_frozen_warmup_freezes_the_trunk_but_trains_unit_embeddings():

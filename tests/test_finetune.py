@@ -169,6 +169,7 @@ def test_frozen_encoder_warmup_and_lower_encoder_lr():
     groups = model.param_groups(1e-3)
     assert groups[0]["lr"] == pytest.approx(1e-4) and groups[1]["lr"] == pytest.approx(1e-3)
     assert len(groups[0]["params"]) == len(list(model.encoder.parameters())) - 1  # all but the unit embeddings
+    assert len(groups) == 3 and groups[2]["params"] == [model.encoder.unit_emb.weight]
 
     import sys
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))

@@ -83,7 +83,7 @@ def main() -> None:
         vocab.session_rows([r.session_id for r in down])
         model = task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=len(vocab.sessions))
         train_ds = task.dataset(down, table, "train", vocab, train=True)
-        task.initialise(model, down, table)
+        task.initialise(model, down, table, vocab)
         val_ds = subsample(task.dataset(down, table, "val", vocab), fc.max_eval_windows // 4)
 
         if args.references:

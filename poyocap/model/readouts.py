@@ -56,6 +56,41 @@ class QueryReadout(nn.Module):
         return x + self.ffn(x)
 
 
+class SessionCentring(nn.Module):
+    """Subtract each session's running mean latent: ``z (B, L, D)`` -> ``z - mean[session]`` (a demo deviation,
+    ``finetune.session_centring``).
+
+    At fine-tuning start a session's latents differ from another's mostly by a constant (its units' embeddings),
+    and within a session trials differ by ~10 % of that: a shared readout sees the session, not the trial.
+    Per-domain normalisation statistics (AdaBN, domain-specific batch norm) remove the constant. The means are
+    buffers (saved, restored on resume), updated in training mode from the batch's detached per-session means
+    with step ``max(1 / n_seen, momentum)`` (a running average that forgets slowly as the encoder changes) and
+    used as they are in evaluation mode; a session never seen in training is not shifted.
+    """
+
+    def __init__(self, n_sessions: int, dim: int, momentum: float = 0.02) -> None:
+        super().__init__()
+        if n_sessions < 1:
+            raise ValueError("SessionCentring needs at least one session")
+        self.momentum = momentum
+        self.register_buffer("mean", torch.zeros(n_sessions, dim))
+        self.register_buffer("seen", torch.zeros(n_sessions))
+
+    def forward(self, z: Tensor, session: Tensor) -> Tensor:
+        """Shape: z (B, L, D), session (B,) rows of the session table -> (B, L, D)."""
+        if self.training:
+            with torch.no_grad():
+                per_window = z.detach().float().mean(1)  # (B, D)
+                n = torch.zeros_like(self.seen).index_add_(0, session, torch.ones_like(session, dtype=self.seen.dtype))
+                sums = torch.zeros_like(self.mean).index_add_(0, session, per_window)
+                hit = n > 0
+                self.seen += n
+                step = torch.maximum(n / self.seen.clamp_min(1), torch.full_like(n, self.momentum))
+                batch_mean = sums[hit] / n[hit, None]
+                self.mean[hit] += step[hit, None] * (batch_mean - self.mean[hit])
+        return z - self.mean[session][:, None].to(z.dtype)
+
+
 class MovieUNet(nn.Module):
     """Per-frame vector ``(B, D)`` -> frame ``(B, H, W)`` in [0, 1] (see module docstring).
 

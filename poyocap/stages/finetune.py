@@ -178,7 +178,7 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
 
     history = load_cached(out, RUN_FILES, force, reuse)
     if history is None:
-        task.initialise(model, train_pool.recordings, train_pool.table)
+        task.initialise(model, train_pool.recordings, train_pool.table, vocab)
         settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
                                  frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
         res = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
