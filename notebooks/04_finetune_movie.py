@@ -14,7 +14,9 @@
 # # 04 - Fine-tuning on the unpredictable lines: natural-movie frame reconstruction
 #
 # The pretrained encoder (notebook 03) is loaded with `strict=False` (exactly the readout's weights are new),
-# the downstream pool's units get fresh embeddings, and encoder + POYO+ query readout (with a session embedding) +
+# the downstream pool's units get new embeddings (demo: started from each unit's response profile on the training
+# windows, `finetune.unit_init`; paper preset: random), the latents are centred per session before the readout (demo,
+# `finetune.session_centring`), and encoder + POYO+ query readout (with a session embedding) +
 # latent-injection U-Net are trained on the downstream mice's training repeats (0-7) with the configured movie loss
 # (demo: `L1 + (1 - SSIM)`, chosen on validation; the paper's `50 focal + 50 L1 + 50 FFT + perceptual +
 # 0.1 (1 - SSIM)` is the paper preset - `docs/decoders.md`); the best checkpoint on repeat 8 (never step 0) is

@@ -14,7 +14,9 @@
 # # 05 - Fine-tuning on the unpredictable lines: drifting-grating direction, and the main table
 #
 # Same protocol as notebook 04 with a POYO+ query readout at the trial -> 8 directions (cross-entropy), on 1 s
-# windows from trial onset; grating trials are split 70/10/20 in blocks of consecutive trials. References: logistic
+# windows from trial onset; grating trials are split 70/10/20 in blocks of consecutive trials. The demo's three
+# deviations that made the grating decoders leave chance (session centring, response-profile unit embeddings, a slow
+# learning rate for the unit embeddings) are measured in `docs/decoders.md`. References: logistic
 # regression per session on each window's mean dF/F, and a frozen random-init encoder + linear head. Then the paper's
 # main table: POYO-CAP vs training from scratch, mean +- 95 % CI over seeds, paired t-test over seeds and a paired
 # bootstrap over test items, with the paper's real-data numbers beside ours (a reference, not a target).
