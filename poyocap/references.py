@@ -30,7 +30,7 @@ def raw_features(rec: Recording, t0: np.ndarray, t1: np.ndarray, pool: bool) -> 
     Windows shorter than the longest are zero-padded at the end (they only occur at session ends)."""
     length = int((t1 - t0).max())
     x = np.zeros((len(t0), length, rec.n_units), np.float32)
-    mask = rec.value_mask().reshape(rec.n_frames, -1)  # (T, 1) or (T, N): computed once, not per window
+    mask = rec.value_mask(per_roi=True)  # (T, N), a view when ROIs share the frame mask: once, not per window
     for i, (a, b) in enumerate(zip(t0, t1)):
         x[i, : b - a] = rec.dff[a:b] * mask[a:b]
     return x.mean(axis=1) if pool else x.reshape(len(t0), -1)

@@ -82,11 +82,11 @@ class DownstreamTask:
     profile_condition: ClassVar[str] = ""  # what a unit's response profile is averaged over (finetune.unit_init)
 
     def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
-                   vocab: UnitVocab | None = None) -> None:
+                   vocab: UnitVocab) -> None:
         """Data-dependent initialisation of a freshly built decoder (before training), from ``table``'s training
-        windows only. With ``finetune.unit_init == "response"`` (and a ``vocab``) the embeddings of the units of
-        ``recordings`` start from their stimulus-response profiles (:mod:`poyocap.model.unit_init`)."""
-        if self.cfg.finetune.unit_init == "random" or vocab is None:
+        windows only. With ``finetune.unit_init == "response"`` the embeddings of the units of ``recordings``
+        (rows of ``vocab``) start from their stimulus-response profiles (:mod:`poyocap.model.unit_init`)."""
+        if self.cfg.finetune.unit_init == "random":
             return
         ids, profiles = response_profiles(recordings, table, self.profile_condition)
         emb = model.encoder.unit_emb.weight
@@ -170,7 +170,7 @@ class MovieTask(DownstreamTask):
                               "n_queries": self.cfg.finetune.readout_queries, **self._decoder_kwargs(n_sessions)}
 
     def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
-                   vocab: UnitVocab | None = None) -> None:
+                   vocab: UnitVocab) -> None:
         """The base initialisation, and the U-Net starts at the mean training frame (``MovieUNet.set_prior``;
         ``finetune.mean_frame_prior``)."""
         super().initialise(model, recordings, table, vocab)

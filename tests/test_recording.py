@@ -86,6 +86,16 @@ def test_one_roi_nan_on_alternate_frames_leaves_the_others_alone():
     assert not r.roi_valid[::2, 1].any() and r.roi_valid[1::2, 1].all() and r.roi_valid[:, [0, 2, 3]].all()
     mask = r.value_mask()
     assert mask.shape == (300, 4) and mask.sum() == 4 * 300 - 150
+    assert np.array_equal(r.value_mask(per_roi=True), mask)
+
+
+def test_per_roi_value_mask_has_the_data_shape_without_roi_nans():
+    dff = np.random.default_rng(1).normal(size=(300, 4)).astype(np.float32)
+    dff[5] = np.nan  # a whole frame: frame-level mask only
+    r = make(dff=dff)
+    assert r.roi_valid is None and r.value_mask().shape == (300,)
+    full = r.value_mask(per_roi=True)
+    assert full.shape == (300, 4) and not full[5].any() and full.sum() == 4 * 299
 
 
 def test_all_nan_roi_is_dropped_with_a_warning_that_names_it():

@@ -68,7 +68,7 @@ def _event_counts(x: np.ndarray, segs: list[slice], hi: np.ndarray, lo: np.ndarr
 def cell_statistics(rec: Recording) -> pd.DataFrame:
     """One row per ROI of ``rec`` with the statistics of :data:`STATISTICS` (module docstring)."""
     x = rec.dff.astype(np.float64)
-    ok = np.broadcast_to(rec.value_mask().reshape(rec.n_frames, -1), x.shape)
+    ok = rec.value_mask(per_roi=True)
     segs = _segments(rec.segment_id)
     fps = rec.sampling_rate_hz
     masked = np.where(ok, x, np.nan)

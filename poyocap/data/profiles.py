@@ -36,16 +36,17 @@ def response_profiles(recordings: Sequence[Recording], table: WindowTable, condi
     rows: list[np.ndarray] = []
     for si, rec in enumerate(recordings):
         own = np.flatnonzero(train & (table.session == si))
+        good = rec.value_mask(per_roi=True)
+        x = np.where(good, rec.dff.astype(np.float64), 0.0)  # (T, N); invalid values add nothing
+        cond = np.searchsorted(conditions, labels[own])
         sums = np.zeros((len(conditions), rec.n_units))
         counts = np.zeros((len(conditions), rec.n_units))
-        ok = rec.value_mask()
-        for i in own:
-            t0, t1 = int(table.t0[i]), int(table.t1[i])
-            x = rec.dff[t0:t1].astype(np.float64)
-            good = ok[t0:t1] if ok.ndim == 2 else np.repeat(ok[t0:t1, None], rec.n_units, axis=1)
-            c = np.searchsorted(conditions, labels[i])
-            sums[c] += np.where(good, x, 0.0).sum(0)
-            counts[c] += good.sum(0)
+        length = table.t1[own] - table.t0[own]
+        for n in np.unique(length):  # windows of one length at a time: one gather (W, n, N) each
+            w = own[length == n]
+            frames = table.t0[w][:, None] + np.arange(n)
+            np.add.at(sums, cond[length == n], x[frames].sum(1))
+            np.add.at(counts, cond[length == n], good[frames].sum(1))
         with np.errstate(invalid="ignore", divide="ignore"):
             rows.append((sums / counts).T)  # (N, C), NaN where never seen
         ids.extend(rec.unit_ids)

@@ -151,9 +151,12 @@ class Recording:
             arrays["roi_valid"] = self.roi_valid
         return arrays
 
-    def value_mask(self) -> np.ndarray:
-        """Which values of ``dff`` are real: ``valid`` (T,) when no ROI has NaN values of its own, else (T, N)."""
-        return self.valid if self.roi_valid is None else self.valid[:, None] & self.roi_valid
+    def value_mask(self, per_roi: bool = False) -> np.ndarray:
+        """Which values of ``dff`` are real: ``valid`` (T,) when no ROI has NaN values of its own, else (T, N);
+        ``per_roi=True``: always (T, N) (a read-only broadcast view when every ROI shares the frame mask)."""
+        if self.roi_valid is not None:
+            return self.valid[:, None] & self.roi_valid
+        return np.broadcast_to(self.valid[:, None], self.dff.shape) if per_roi else self.valid
 
     def _attrs(self) -> dict[str, Any]:
         return {

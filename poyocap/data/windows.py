@@ -282,8 +282,7 @@ def training_stats(rec: Recording, table: WindowTable, session: int, cols: np.nd
     if not frames.any():
         frames[:] = True
     x = rec.dff[frames][:, cols].astype(np.float64)
-    ok = rec.value_mask()[frames]
-    x[~(ok[:, cols] if ok.ndim == 2 else np.repeat(ok[:, None], len(cols), axis=1))] = np.nan
+    x[~rec.value_mask(per_roi=True)[frames][:, cols]] = np.nan
     mu, sd = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
     return np.nan_to_num(mu).astype(np.float32), np.maximum(np.nan_to_num(sd, nan=1.0), 1e-6).astype(np.float32)
 

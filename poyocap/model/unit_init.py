@@ -31,7 +31,7 @@ def profile_embeddings(profiles: np.ndarray, dim: int, std: float = 0.02, noise:
         raise ValueError(f"profiles must be (n_units, n_conditions), got shape {profiles.shape}")
     n, c = profiles.shape
     seen = np.isfinite(profiles)
-    x = np.where(seen, profiles, np.nan)
+    x = np.where(seen, profiles, np.nan)  # inf (not produced by response_profiles) counts as unseen too
     with warnings.catch_warnings():  # all-NaN rows (units never seen) are expected: they become unusable
         warnings.simplefilter("ignore", RuntimeWarning)
         mu = np.nanmean(x, axis=1, keepdims=True) if c else np.zeros((n, 1))

@@ -133,7 +133,7 @@ def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]
     for r in recordings:
         shifts = rng.integers(900, max(901, r.n_frames - 900), size=r.n_units)
         dff = np.stack([np.roll(r.dff[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
-        roi_valid = r.value_mask() if r.roi_valid is not None else np.repeat(r.valid[:, None], r.n_units, axis=1)
+        roi_valid = r.value_mask(per_roi=True)
         roi_valid = np.stack([np.roll(roi_valid[:, j], int(s)) for j, s in enumerate(shifts)], axis=1)
         # frame-level validity no longer lines up across ROIs: each ROI keeps its own (shifted) mask
         out.append(dataclasses.replace(r, dff=dff, valid=None, roi_valid=None if roi_valid.all() else roi_valid))
