@@ -177,6 +177,15 @@ class PretrainConfig:
     ce_weight: float = 0.01  # 0 = "masking only"
     target: Literal["shared", "shared_eval", "ema"] = "shared"  # stop-grad twin | the same without dropout | EMA
     ema_decay: float = 0.996
+    # where the mask acts: "latent" (paper: Z_1 latents replaced by a MASK token after the global cross-attention,
+    # so unmasked latents have seen the masked half's tokens) | "token" (causal only: the online branch's tokens of
+    # the last ``mask_ratio`` of the window are removed before the cross-attention; the target sees every token)
+    mask_level: Literal["latent", "token"] = "latent"
+    predictor: bool = False  # a small MLP on the online (masked) branch before the loss (BYOL / JEPA predictor)
+    normalize_target: bool = False  # compare layer-normalised prediction and target (no gain: the target cannot shrink)
+    # compare prediction and target minus their own mean over each window's masked latents: the part of Z_L that is
+    # constant within a window (mostly which session / units it holds) is then worth nothing to the loss
+    centre_per_window: bool = False
     snapshot_every: int = 50
     checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
 
@@ -184,6 +193,8 @@ class PretrainConfig:
         _check_literals(self)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError("pretrain.mask_ratio must be in (0, 1)")
+        if self.mask_level == "token" and self.mask_mode != "causal":
+            raise ValueError("pretrain.mask_level='token' needs mask_mode='causal' (tokens are removed by time)")
 
 
 @dataclass(frozen=True)

@@ -81,10 +81,11 @@ def masked_reconstruction(objective: TwinMaskedPretrainer, dataset: Dataset, bat
         batch = {k: v.to(device) for k, v in batch.items()}
         v = objective.views(batch)
         m = v["mask"]
-        pred_base = copy_last_baseline(v["target"], m, objective.encoder.cfg.latents_per_step)
-        err += float((v["z_l_masked"] - v["target"]).abs()[m].sum())
-        base += float((pred_base - v["target"]).abs()[m].sum())
-        n += int(m.sum()) * v["target"].shape[-1]
+        pred, target = objective.prediction_and_target(v)
+        pred_base = copy_last_baseline(target, m, objective.encoder.cfg.latents_per_step)
+        err += float((pred - target).abs()[m].sum())
+        base += float((pred_base - target).abs()[m].sum())
+        n += int(m.sum()) * target.shape[-1]
         lab = batch["direction"] >= 0
         if lab.any():
             logits = objective.head(v["z_l"][lab].mean(1))

@@ -241,7 +241,8 @@ def plot_pretraining_curves(histories: dict, source: str, smooth: int = 10) -> p
 
 
 def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:  # noqa: F821
-    """The three checks: masked reconstruction vs copy-last, probes pretrained vs random, std(Z_L) vs init."""
+    """The checks: masked reconstruction vs copy-last, probes pretrained vs random, collapse (std over all windows,
+    std within session, effective rank; each pretrained / random init)."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3))
     seeds = summary["seed"].astype(str).tolist()
     x = np.arange(len(seeds))
@@ -255,9 +256,12 @@ def plot_pretraining_checks(summary: "pd.DataFrame", source: str) -> plt.Figure:
         axes[1].bar(x + (i - 0.5) * w + w / 2, summary[f"probe_{probe}_random"], w / 2, label=f"{probe}: random init",
                     color=f"C{2 * i + 1}")
     axes[1].set_title("linear probes on frozen Z_L (accuracy)")
-    axes[2].bar(x, summary["std_ratio"], color="0.5")
+    for i, (col, label) in enumerate((("std_ratio", "std, all windows"), ("within_std_ratio", "std within session"),
+                                      ("eff_rank_ratio", "effective rank"))):
+        if col in summary:
+            axes[2].bar(x + (i - 1) * w / 1.5, summary[col], w / 1.5, label=label, color=f"{0.3 + 0.25 * i}")
     axes[2].axhline(0.5, color="#b00020", ls="--", lw=0.8, label="50 % of init")
-    axes[2].set_title("std(Z_L) end / init (held-out)")
+    axes[2].set_title("held-out Z_L: pretrained / random init")
     for ax in axes:
         ax.set_xticks(x)
         ax.set_xticklabels([f"seed {s}" for s in seeds])

@@ -60,12 +60,27 @@ def test_unknown_task_is_a_clear_error():
 # ------------------------------------------------------------------------------------------ pretraining rules
 def test_pretraining_checks_and_verdicts():
     good = {"probe_grating_pretrained": 0.5, "probe_grating_random": 0.4, "probe_movie_pretrained": 0.6,
-            "probe_movie_random": 0.5, "std_ratio": 0.8}
-    assert all(pretraining_checks(good).values())
-    collapsed = {**good, "std_ratio": 0.3}
-    assert list(pretraining_checks(collapsed).values()) == [True, True, False]
+            "probe_movie_random": 0.5, "std_ratio": 0.3, "within_std_ratio": 0.8, "eff_rank_ratio": 0.7}
+    assert all(pretraining_checks(good).values())  # the all-window std is reported, not a rule (session code)
+    collapsed = {**good, "within_std_ratio": 0.3}
+    assert list(pretraining_checks(collapsed).values()) == [True, True, False, True]
+    low_rank = {**good, "eff_rank_ratio": 0.2}
+    assert list(pretraining_checks(low_rank).values()) == [True, True, True, False]
     lines = pretraining_verdicts(pd.DataFrame([{"seed": 0, **good}, {"seed": 1, **collapsed}]))
     assert lines[0].startswith("seed 0: COUNTS") and lines[1].startswith("seed 1: DOES NOT COUNT")
+
+
+def test_within_session_spread_ignores_session_offsets():
+    from poyocap.stages.pretrain import within_session_spread
+
+    g = np.random.default_rng(0)
+    session = np.repeat(np.arange(4), 50)
+    inputs = g.normal(size=(200, 6))
+    offsets = g.normal(size=(4, 6)) * 10
+    informative = within_session_spread({"features": inputs + offsets[session], "session": session})
+    session_code = within_session_spread({"features": offsets[session] + 1e-3 * inputs, "session": session})
+    assert informative[0] == pytest.approx(inputs.std(0).mean(), rel=0.05) and informative[1] > 5
+    assert session_code[0] < 0.01 * informative[0]  # a large all-window std, but nothing within a session
 
 
 # ------------------------------------------------------------------------------------------------- main table

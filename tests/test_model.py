@@ -145,6 +145,48 @@ def test_ablation_options_run(over):
         assert not any(p.requires_grad for p in task.target_encoder.parameters())
 
 
+def test_token_masking_never_lets_a_masked_token_reach_the_online_branch():
+    """mask_level="token": changing the values of the last half of the window changes the target (it sees every
+    token) but leaves the online (masked) branch bit-identical."""
+    torch.manual_seed(0)
+    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(mask_level="token", target="ema")).eval()
+    batch = make_batch(pad_units=False)
+    future = batch["times"] >= 0.5 * batch["window_s"][:, None] - 1e-6  # (B, T)
+    changed = {**batch, "values": torch.where(future[..., None], batch["values"] + 5.0, batch["values"])}
+    with torch.no_grad():
+        a, b = task.views(batch), task.views(changed)
+    assert torch.equal(a["z_l_masked"], b["z_l_masked"])
+    assert not torch.allclose(a["target"], b["target"])
+    # latent masking (the paper): the unmasked latents have attended to the future tokens
+    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig()).eval()
+    with torch.no_grad():
+        assert not torch.allclose(task.views(batch)["z_l_masked"], task.views(changed)["z_l_masked"])
+
+
+def test_token_masking_needs_causal_masking():
+    with pytest.raises(ValueError, match="mask_level"):
+        PretrainConfig(mask_level="token", mask_mode="random")
+
+
+@pytest.mark.parametrize("over", [{"predictor": True}, {"normalize_target": True}, {"mask_level": "token"}])
+def test_pretraining_options_train(over):
+    recon, _, _ = _fit_fixed_batch(PretrainConfig(target="ema", **over))
+    assert recon[-1] < recon[0]
+
+
+def test_normalized_target_has_no_scale_to_shrink():
+    torch.manual_seed(0)
+    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(normalize_target=True))
+    v = task.views(make_batch())
+    with torch.no_grad():
+        task.encoder.norm_out.weight.mul_(0.1)  # a shrunken final gain ...
+    v_small = task.views(make_batch())
+    _, t1 = task.prediction_and_target(v)
+    _, t2 = task.prediction_and_target(v_small)
+    assert torch.allclose(t1, t2, rtol=2e-3, atol=2e-3)  # ... does not change the normalised target (up to LN's eps)
+    assert float(v_small["target"].std()) < 0.2 * float(v["target"].std())  # the raw target did shrink
+
+
 def test_copy_last_baseline():
     z = torch.arange(8.0).view(1, 8, 1).expand(1, 8, 2).contiguous()  # 4 steps x 2 latents
     mask = torch.tensor([[False, False, False, False, True, True, True, True]])

@@ -10,7 +10,10 @@ The CE term counts only windows that contain a grating trial (direction >= 0).
 
 Options (the ablations need them): ``mask_mode="random"`` (same ratio, random positions), ``ce_weight=0``
 ("masking only"), ``target="ema"`` (an exponential-moving-average copy of the encoder makes the target),
-``target="shared_eval"`` (the shared stop-grad twin without dropout: the target is the eval-mode Z_L).
+``target="shared_eval"`` (the shared stop-grad twin without dropout: the target is the eval-mode Z_L),
+``mask_level="token"`` (the online branch's tokens of the masked half are removed before the cross-attention),
+``predictor`` (an MLP on the online branch), ``normalize_target`` (layer-normalised prediction and target),
+``centre_per_window`` (prediction and target compared after removing their mean over the window's masked latents).
 The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
 and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
 regressed with MSE, with an unweighted CE.
@@ -61,6 +64,13 @@ def latent_std(z: Tensor) -> Tensor:
     return z.detach().float().reshape(-1, z.shape[-1]).std(dim=0).mean()
 
 
+def past_tokens(batch: dict[str, Tensor], window_s: float, ratio: float) -> dict[str, Tensor]:
+    """``batch`` with the tokens of the last ``ratio`` of the window removed (token mask False): frames at
+    ``times >= (1 - ratio) * window_s``, the same cut :func:`causal_mask` applies to latents."""
+    keep = batch["times"] < (1.0 - ratio) * window_s - 1e-6  # (B, T)
+    return {**batch, "mask": batch["mask"] & keep[..., None]}
+
+
 class TwinMaskedPretrainer(ObjectiveBase):
     """Pretraining objective (``forward(batch) -> (loss, metrics)`` for :func:`poyocap.train.train`)."""
 
@@ -71,6 +81,8 @@ class TwinMaskedPretrainer(ObjectiveBase):
         d = encoder.cfg.dim
         self.mask_token = nn.Parameter(torch.randn(d) * 0.02)
         self.head = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, N_DIRECTIONS))  # small orientation readout
+        self.predictor = (nn.Sequential(nn.LayerNorm(d), nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+                          if cfg.predictor else None)
         self.target_encoder: CalciumEncoder | None = None
         if cfg.target == "ema":
             self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
@@ -89,7 +101,10 @@ class TwinMaskedPretrainer(ObjectiveBase):
         z1, lat_t = self.encoder.encode(batch)
         window_s = float(batch["window_s"][0])
         mask = self.make_mask(lat_t, window_s)
-        if self.cfg.mask_mode == "channel":
+        if self.cfg.mask_level == "token":  # the online branch never sees the masked half's tokens
+            z1_past, _ = self.encoder.encode(past_tokens(batch, window_s, self.cfg.mask_ratio))
+            z1_masked = torch.where(mask[..., None], self.mask_token.to(z1.dtype), z1_past)
+        elif self.cfg.mask_mode == "channel":
             channel = int(torch.randint(z1.shape[-1], (1,)))
             z1_masked = z1.clone()
             z1_masked[..., channel] = 0.0
@@ -116,10 +131,26 @@ class TwinMaskedPretrainer(ObjectiveBase):
         finally:
             self.encoder.train()
 
+    def prediction_and_target(self, v: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """What the loss compares, ``(B, L, D)`` each (float32): the masked view (through the predictor when there
+        is one) and the target (both layer-normalised without gain when ``normalize_target``)."""
+        pred, tgt = v["z_l_masked"].float(), v["target"].float()
+        if self.predictor is not None:
+            pred = self.predictor(pred)
+        if self.cfg.centre_per_window:
+            w = v["mask"][..., None].float()  # (B, L, 1): the mean over each window's masked latents
+            n = w.sum(1, keepdim=True).clamp(min=1.0)
+            pred = pred - (pred * w).sum(1, keepdim=True) / n
+            tgt = tgt - (tgt * w).sum(1, keepdim=True) / n
+        if self.cfg.normalize_target:
+            pred, tgt = F.layer_norm(pred, pred.shape[-1:]), F.layer_norm(tgt, tgt.shape[-1:])
+        return pred, tgt
+
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         v = self.views(batch)
         m = v["mask"]
-        pred, tgt = v["z_l_masked"][m].float(), v["target"][m].float()
+        pred, tgt = self.prediction_and_target(v)
+        pred, tgt = pred[m], tgt[m]
         rec = F.l1_loss(pred, tgt) if self.cfg.recon_loss == "l1" else F.mse_loss(pred, tgt)
         labelled = batch["direction"] >= 0
         metrics = {"recon": float(rec.detach()), "std_zl": float(latent_std(v["z_l"]))}

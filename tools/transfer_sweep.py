@@ -1,0 +1,120 @@
+"""Pretrain, then fine-tune from it, scored on the downstream VALIDATION windows only (pretraining issue).
+
+One pretraining run per variant on a pool of sessions, then a POYO-CAP-style fine-tuning of each task from its
+encoder, next to a scratch fine-tuning with the same seed and steps. Prints one line per (variant, task).
+
+    .venv/bin/python tools/transfer_sweep.py --pool downstream --variant pretrain.target=ema
+    .venv/bin/python tools/transfer_sweep.py --pool predictable --variant base --scratch
+
+``--pool downstream`` is the positive control (in-domain SSL): the downstream mice's own *training* windows (the
+per-session splits are the ones fine-tuning uses, so no validation or test window is pretrained on).
+Variants as in ``tools/decoder_sweep.py``; ``optim.*`` sets the pretraining's optimiser.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from poyocap.config import Config
+from poyocap.data.splits import make_pools
+from poyocap.data.windows import UnitVocab
+from poyocap.finetune import load_pretrained
+from poyocap.model.encoder import CalciumEncoder
+from poyocap.model.pretrain import TwinMaskedPretrainer
+from poyocap.repro import seed_everything
+from poyocap.stages.common import load_recordings, subsample
+from poyocap.stages.pretrain import evaluate_pretraining, pool_datasets
+from poyocap.tasks import get_task
+from poyocap.train import TrainSettings, train
+
+from decoder_sweep import demo_lines, parse
+
+
+def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, encoder_path: Path | None,
+             keep_pretrained_units: bool) -> str:
+    """Fine-tune one decoder (from ``encoder_path`` or random init); the validation curve as text."""
+    task = get_task(task_name, cfg)
+    table = task.windows(down)
+    seed_everything(seed)
+    units = [u for r in down for u in r.unit_ids]
+    if encoder_path is None:
+        vocab = UnitVocab(units)
+        model = task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=len(down))
+    else:
+        cls, kwargs = task.decoder(n_sessions=len(down))
+        model, vocab, _ = load_pretrained(encoder_path, cfg, units, cls, **kwargs)
+    vocab.session_rows([r.session_id for r in down])
+    pretrained_rows = model.encoder.unit_emb.weight.detach().clone()
+    task.initialise(model, down, table, vocab)
+    if keep_pretrained_units and encoder_path is not None:  # units the encoder was pretrained on keep their rows
+        saved = torch.load(encoder_path, map_location="cpu", weights_only=False)
+        rows = torch.from_numpy(vocab.lookup(list(saved["vocab"])))
+        with torch.no_grad():
+            model.encoder.unit_emb.weight[rows] = pretrained_rows[rows]
+    train_ds = task.dataset(down, table, "train", vocab, train=True)
+    val_ds = subsample(task.dataset(down, table, "val", vocab), cfg.finetune.max_eval_windows // 4)
+
+    def val_score(m, step):  # noqa: ANN001
+        return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
+
+    opt = dataclasses.replace(cfg.finetune.optim, steps=steps)
+    res = train(model, train_ds, opt, TrainSettings(eval_every=100, checkpoint_every=0), seed=seed, device="cpu",
+                eval_fn=val_score, select_key="val_score", progress=False)
+    ev = res.history[res.history.kind == "eval"]
+    return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pool", choices=("downstream", "predictable"), default="downstream")
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--tasks", default="gratings,movie")
+    ap.add_argument("--steps", type=int, default=300, help="fine-tuning steps")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--scratch", action="store_true", help="also fine-tune from random init (same seed, steps)")
+    ap.add_argument("--keep-pretrained-units", action="store_true",
+                    help="units present in the pretraining keep their pretrained embeddings (no response init)")
+    args = ap.parse_args()
+    base = Config.for_scale("demo")
+    recordings = load_recordings(base, progress=False)
+    pools = make_pools(recordings, demo_lines(recordings))
+    down = [r for r in recordings if r.session_id in pools.downstream]
+    pool = down if args.pool == "downstream" else [r for r in recordings if r.session_id in pools.pretrain]
+    tasks = [t for t in args.tasks.split(",") if t]  # "" = probes only
+    if args.scratch:
+        for t in tasks:
+            print(f"{'scratch':45s} {t:8s} {finetune(base, t, down, args.steps, args.seed, None, False)}", flush=True)
+    for variant in args.variant or ["base"]:
+        over: dict[str, Any] = parse(variant)
+        optim = dict(over.pop("optim", {}))
+        cfg = base.with_overrides(**over) if over else base
+        vocab, data = pool_datasets(cfg, pool)
+        seed_everything(args.seed)
+        objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
+        t0 = time.perf_counter()
+        res = train(objective, data["train"], dataclasses.replace(cfg.pretrain.optim, **optim), TrainSettings(),
+                    seed=args.seed, device="cpu", progress=False)
+        ev = evaluate_pretraining(cfg, res.objective.cpu(), data, args.seed)
+        print(f"{variant:45s} seed {args.seed} pretrain {time.perf_counter() - t0:4.0f}s masked L1 "
+              f"{ev['val_masked_l1']:.3f} vs copy-last {ev['val_copy_last_l1']:.3f}; pretrained / random: std "
+              f"{ev['std_ratio']:.2f}, within-session std {ev['within_std_ratio']:.2f}, effective rank "
+              f"{ev['eff_rank_ratio']:.2f}; probes "
+              f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
+              f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "encoder.pt"
+            torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids}, path)
+            for t in tasks:
+                curve = finetune(cfg, t, down, args.steps, args.seed, path, args.keep_pretrained_units)
+                print(f"{variant:45s} {t:8s} {curve}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
