@@ -182,3 +182,24 @@ def test_dataset_rejects_bad_arguments(smoke_recordings):
         WindowDataset(recs, table, "training", vocab, 8)
     with pytest.raises(ValueError):
         WindowDataset(recs, table, "train", vocab, 0)
+
+
+def test_in_domain_pretraining_never_sees_a_downstream_test_or_validation_frame(smoke_cfg, smoke_recordings):
+    """The positive control pretrains on the downstream mice's own windows (``pool_datasets``): its training windows
+    must share no frame with the fine-tuning task's validation or test windows of the same sessions."""
+    from poyocap.stages.pretrain import pool_datasets
+    from poyocap.tasks import get_task
+
+    recs = smoke_recordings[:3]
+    _, data = pool_datasets(smoke_cfg, recs)
+    pre = data["train"].table
+    for name in ("movie", "gratings"):
+        held = get_task(name, smoke_cfg).windows(recs)
+        for si, rec in enumerate(recs):
+            seen = np.zeros(rec.n_frames, bool)
+            for t0, t1 in zip(pre.t0[pre.session == si], pre.t1[pre.session == si]):
+                seen[t0:t1] = True
+            for code in (SPLIT_CODE["val"], SPLIT_CODE["test"]):
+                own = (held.session == si) & (held.split == code)
+                assert own.any()
+                assert not any(seen[a:b].any() for a, b in zip(held.t0[own], held.t1[own])), (name, code)
