@@ -222,16 +222,23 @@ def plot_bootstrap(boot: "pd.DataFrame", partition: object, source: str) -> plt.
 
 
 def plot_pretraining_curves(histories: dict, source: str, smooth: int = 10) -> plt.Figure:
-    """Per seed: latent reconstruction loss, orientation CE, and the collapse monitor std(Z_L) over steps."""
-    fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-    for seed, h in histories.items():
+    """Per seed: latent reconstruction loss, orientation CE, std(Z_L) of the training batches (train mode), and the
+    eval-mode collapse monitor on held-out windows (within-session std solid, effective rank dashed; / step 0)."""
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3))
+    for i, (seed, h) in enumerate(histories.items()):
         tr = h[h["kind"] == "train"]
         for ax, col in zip(axes, ("recon", "ce", "std_zl")):
             if col in tr:
                 y = tr[col].rolling(smooth, min_periods=1).mean()
-                ax.plot(tr["step"], y, label=f"seed {seed}", lw=1)
+                ax.plot(tr["step"], y, label=f"seed {seed}", lw=1, color=f"C{i}")
+        ev = h[h["kind"] == "eval"] if "within_std" in h else h.iloc[:0]
+        if len(ev):
+            axes[3].plot(ev["step"], ev["within_std"] / ev["within_std"].iloc[0], lw=1, color=f"C{i}", marker=".")
+            axes[3].plot(ev["step"], ev["eff_rank"] / ev["eff_rank"].iloc[0], lw=1, ls="--", color=f"C{i}")
+    axes[3].axhline(0.5, color="#b00020", ls=":", lw=0.8)
     for ax, title in zip(axes, ("masked latent reconstruction (train)", "orientation CE (train, windows w/ trial)",
-                                "collapse monitor: per-dim std of Z_L")):
+                                "std(Z_L), training batches", "held-out, eval mode: within-session\nstd (-) and "
+                                "effective rank (--) / step 0")):
         ax.set_title(title)
         ax.set_xlabel("step")
     axes[0].legend()

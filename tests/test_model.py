@@ -163,6 +163,14 @@ def test_token_masking_never_lets_a_masked_token_reach_the_online_branch():
         assert not torch.allclose(task.views(batch)["z_l_masked"], task.views(changed)["z_l_masked"])
 
 
+def test_ema_target_runs_without_dropout_in_training():
+    torch.manual_seed(0)
+    task = TwinMaskedPretrainer(CalciumEncoder(replace(ENC, dropout=0.5), 40), PretrainConfig(target="ema")).train()
+    assert task.encoder.training and not task.target_encoder.training
+    batch = make_batch()
+    assert torch.equal(task.views(batch)["target"], task.views(batch)["target"])  # no dropout noise in the target
+
+
 def test_token_masking_needs_causal_masking():
     with pytest.raises(ValueError, match="mask_level"):
         PretrainConfig(mask_level="token", mask_mode="random")

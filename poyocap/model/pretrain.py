@@ -87,6 +87,13 @@ class TwinMaskedPretrainer(ObjectiveBase):
         if cfg.target == "ema":
             self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
 
+    def train(self, mode: bool = True) -> "TwinMaskedPretrainer":
+        """The EMA target encoder always runs in eval mode (no dropout in the target branch)."""
+        super().train(mode)
+        if self.target_encoder is not None:
+            self.target_encoder.eval()
+        return self
+
     def make_mask(self, lat_t: Tensor, window_s: float) -> Tensor:
         if self.cfg.mask_mode == "causal":
             return causal_mask(lat_t, window_s, self.cfg.mask_ratio)

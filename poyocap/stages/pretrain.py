@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,11 +28,11 @@ from ..model.pretrain import TwinMaskedPretrainer, effective_rank
 from ..plotting import save_table
 from ..repro import run_metadata, seed_everything, weights_digest
 from ..train import TrainSettings, load_state_exactly, read_history, save_atomic, train
-from .common import artifact_dir, keep_every, load_cached, load_recordings, table_header
+from .common import artifact_dir, keep_every, load_cached, load_recordings, subsample, table_header
 from .filtering import load_partition
 
 #: Bump when the training or evaluation code changes what a cached run would contain.
-PRETRAIN_ARTIFACT_VERSION = 3
+PRETRAIN_ARTIFACT_VERSION = 4  # 4: eval rows (collapse monitor) in metrics.csv
 #: std(Z_L) on held-out windows must keep at least this fraction of its value at initialisation.
 STD_RATIO_FLOOR = 0.5
 #: files a finished pretraining run leaves; all must exist for it to be reused
@@ -155,6 +155,21 @@ def evaluate_pretraining(cfg: Config, objective: TwinMaskedPretrainer, data: dic
     return out
 
 
+def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
+                     ) -> Callable[[TwinMaskedPretrainer, int], dict[str, float]]:
+    """The eval-mode collapse curve logged during pretraining: within-session std and effective rank of the
+    encoder's latents on a fixed, evenly spaced subset of the held-out grating windows (step 0 = the init)."""
+    monitor: list[WindowDataset] = []  # built at the first call
+
+    def measure(objective: TwinMaskedPretrainer, step: int) -> dict[str, float]:
+        if not monitor:
+            monitor.append(subsample(data["probe_grating_test"], n_windows))
+        std, rank = within_session_spread(latent_features(objective.encoder, monitor[0]))
+        return {"within_std": std, "eff_rank": rank}
+
+    return measure
+
+
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
                  seed: int, force: bool = False, progress: bool = True) -> PretrainRun:
     """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate."""
@@ -172,10 +187,11 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
     cached = load_cached(out, RUN_FILES, force, reuse)
     if cached is not None:
         return cached
-    settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every, checkpoint_every=cfg.pretrain.checkpoint_every)
+    settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every, checkpoint_every=cfg.pretrain.checkpoint_every,
+                             eval_every=cfg.pretrain.snapshot_every)
     result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
                    device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
-                   desc=f"pretrain seed {seed}", resume=not force)
+                   desc=f"pretrain seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
     objective = result.objective.cpu()
     evaluation = evaluate_pretraining(cfg, objective, data, seed)
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
