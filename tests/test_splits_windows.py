@@ -203,3 +203,16 @@ def test_in_domain_pretraining_never_sees_a_downstream_test_or_validation_frame(
                 own = (held.session == si) & (held.split == code)
                 assert own.any()
                 assert not any(seen[a:b].any() for a, b in zip(held.t0[own], held.t1[own])), (name, code)
+
+
+def test_collapse_monitor_leaves_the_probe_set_whole(smoke_cfg, smoke_recordings):
+    """The pretraining collapse monitor subsamples the held-out grating windows for itself only."""
+    from poyocap.model.encoder import CalciumEncoder
+    from poyocap.model.pretrain import TwinMaskedPretrainer
+    from poyocap.stages.pretrain import collapse_monitor, pool_datasets
+
+    vocab, data = pool_datasets(smoke_cfg, smoke_recordings[:6])
+    n = len(data["probe_grating_test"])
+    measure = collapse_monitor(data, n_windows=max(2, n // 3))
+    out = measure(TwinMaskedPretrainer(CalciumEncoder(smoke_cfg.encoder, len(vocab)), smoke_cfg.pretrain), 0)
+    assert set(out) == {"within_std", "eff_rank"} and len(data["probe_grating_test"]) == n

@@ -8,6 +8,7 @@ std(Z_L) over all windows is still reported, but it also counts which session a 
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
 
     def measure(objective: TwinMaskedPretrainer, step: int) -> dict[str, float]:
         if not monitor:
-            monitor.append(subsample(data["probe_grating_test"], n_windows))
+            monitor.append(subsample(copy.copy(data["probe_grating_test"]), n_windows))  # subsample is in place
         std, rank = within_session_spread(latent_features(objective.encoder, monitor[0]))
         return {"within_std": std, "eff_rank": rank}
 
