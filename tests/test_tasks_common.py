@@ -26,6 +26,8 @@ def test_keep_every_and_subsample_take_evenly_spaced_windows():
     ds = subsample(FakeDataset(10), 4)  # every ceil(10 / 4) = 3rd
     assert ds.table.t0.tolist() == [0, 3, 6, 9]
     assert len(subsample(FakeDataset(10), 0)) == 10 and len(subsample(FakeDataset(3), 5)) == 3
+    whole = FakeDataset(10)
+    assert len(subsample(whole, 4)) == 4 and len(keep_every(whole, 2)) == 5 and len(whole) == 10  # input untouched
 
 
 def test_artifact_dir_changes_with_inputs_only(tmp_path, monkeypatch):

@@ -5,6 +5,7 @@ See ``docs/architecture.md`` for how stages, methods and downstream tasks fit to
 
 from __future__ import annotations
 
+import copy
 import logging
 import pickle
 from pathlib import Path
@@ -115,14 +116,17 @@ def load_cached(out_dir: Path, files: Sequence[str], force: bool, loader: Callab
 
 
 def keep_every(dataset: WindowDataset, every: int) -> WindowDataset:
-    """Keep every ``every``-th window (in table order) of ``dataset``, in place; returns it."""
-    if every > 1:
-        dataset.table = dataset.table.select(np.arange(len(dataset.table)) % every == 0)
-    return dataset
+    """Every ``every``-th window (in table order) of ``dataset``: a shallow copy with the smaller table (``dataset``
+    itself is left whole, so a subset taken for one purpose never shrinks a set used for another)."""
+    if every <= 1:
+        return dataset
+    kept = copy.copy(dataset)
+    kept.table = dataset.table.select(np.arange(len(dataset.table)) % every == 0)
+    return kept
 
 
 def subsample(dataset: WindowDataset, max_windows: int) -> WindowDataset:
     """Keep every k-th window so that at most ``max_windows`` remain (the same windows for every method)."""
     if max_windows > 0 and len(dataset) > max_windows:
-        keep_every(dataset, int(np.ceil(len(dataset) / max_windows)))
+        return keep_every(dataset, int(np.ceil(len(dataset) / max_windows)))
     return dataset

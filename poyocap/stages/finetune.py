@@ -227,7 +227,7 @@ def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult
             seed_everything(seed)
             encoder = CalciumEncoder(cfg.encoder, len(vocab)).eval()
             features = lambda ds: latent_features(encoder, ds)["features"]  # noqa: E731
-            subsample(train, 2 * limit)  # encoder features are the costly part
+            train = subsample(train, 2 * limit)  # encoder features are the costly part
         ref = LinearReference(task.name, features).fit(train, val)
 
     def predict_split(split: str) -> tuple[Tensor, Tensor]:

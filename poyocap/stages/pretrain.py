@@ -8,7 +8,6 @@ std(Z_L) over all windows is still reported, but it also counts which session a 
 
 from __future__ import annotations
 
-import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -160,12 +159,9 @@ def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
                      ) -> Callable[[TwinMaskedPretrainer, int], dict[str, float]]:
     """The eval-mode collapse curve logged during pretraining: within-session std and effective rank of the
     encoder's latents on a fixed, evenly spaced subset of the held-out grating windows (step 0 = the init)."""
-    monitor: list[WindowDataset] = []  # built at the first call
-
     def measure(objective: TwinMaskedPretrainer, step: int) -> dict[str, float]:
-        if not monitor:
-            monitor.append(subsample(copy.copy(data["probe_grating_test"]), n_windows))  # subsample is in place
-        std, rank = within_session_spread(latent_features(objective.encoder, monitor[0]))
+        monitor = subsample(data["probe_grating_test"], n_windows)  # a copy: the probe set stays whole
+        std, rank = within_session_spread(latent_features(objective.encoder, monitor))
         return {"within_std": std, "eff_rank": rank}
 
     return measure
