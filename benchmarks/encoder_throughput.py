@@ -7,7 +7,9 @@ Prints samples/s of forward + backward + AdamW for both, the ratio, and the FLOP
 
 Sizes default to the demo preset (dim 64, depth 2, 2 cross / 4 self heads, 16 latents per 1 s window,
 30 frames x 64 ROIs = 1920 tokens, batch 32). torch_brain uses one head size for both attentions; we give it
-dim_head = dim / self_heads, so its cross-attention is *narrower* than ours (favouring it).
+dim_head = dim / self_heads, and by default give ours the same cross-attention head size (``--cross-dim-head``,
+matched widths); ``--cross-dim-head 0`` keeps ours as wide as the model (the presets' default: 2 heads of dim / 2),
+which makes its cross-attention wider than torch_brain's.
 """
 
 from __future__ import annotations
@@ -121,6 +123,8 @@ def main() -> None:
     p.add_argument("--units", type=int, default=64)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--cross-dim-head", type=int, default=-1,
+                   help="our cross-attention head size (-1: dim / self_heads, torch_brain's here; 0: dim / cross_heads)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
     p.add_argument("--no-amp", action="store_true", help="disable bf16 autocast on CUDA")
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd versions of both models")
@@ -130,7 +134,8 @@ def main() -> None:
     device = torch.device(args.device)
     amp = device.type == "cuda" and not args.no_amp
     cfg = EncoderConfig(dim=args.dim, depth=args.depth, cross_heads=args.cross_heads, self_heads=args.self_heads,
-                        latents_per_step=args.latents_per_step, latent_step_s=args.latent_step, dropout=0.1)
+                        latents_per_step=args.latents_per_step, latent_step_s=args.latent_step, dropout=0.1,
+                        cross_dim_head=args.dim // args.self_heads if args.cross_dim_head < 0 else args.cross_dim_head)
     vocab = max(1000, args.units * 4)
     batch = make_batch(args.batch, args.frames, args.units, vocab, device)
     window_s = args.frames / 30.0
@@ -138,33 +143,36 @@ def main() -> None:
     rows = []
     models = [("poyocap CalciumEncoder [grid]", OursWithHead(cfg, vocab, "grid")),
               ("torch_brain CalciumPOYOPlus", TorchBrainWithLoss(cfg, vocab, window_s)),
-              ("poyocap CalciumEncoder [tokens]", OursWithHead(cfg, vocab, "tokens"))]
+              ("poyocap CalciumEncoder [tokens]", OursWithHead(cfg, vocab, "tokens")),
+              ("poyocap CalciumEncoder [kv]", OursWithHead(cfg, vocab, "kv"))]
     for name, model in models:
         model.to(device).train()
         dt, flops = bench(model, batch, args.steps, device, amp)
         rows.append((name, args.batch / dt, dt, flops / dt / 1e9, flops / 1e9))
     if args.compile:
-        for name, model in models[:2]:
+        for name, model in [models[i] for i in (0, 1, 3)]:
             t0 = time.perf_counter()
             compiled = torch.compile(model)
             bench(compiled, batch, 1, device, amp)  # compile (not timed below)
             print(f"[compile {name}: {time.perf_counter() - t0:.0f} s]")
             dt, _ = bench(compiled, batch, args.steps, device, amp)
-            flops = rows[0][4] * 1e9 if name.startswith("poyocap") else rows[1][4] * 1e9
+            flops = rows[[m for m, _ in models].index(name)][4] * 1e9
             rows.append((name + " (compiled)", args.batch / dt, dt, flops / dt / 1e9, flops / 1e9))
     print(f"device={device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} threads'})"
           f" amp_bf16={amp} dim={args.dim} depth={args.depth} heads={args.cross_heads}/{args.self_heads}"
           f" latents={args.latents_per_step * int(round(window_s / args.latent_step))} tokens={args.frames}x{args.units}"
+          f" cross width ours {cfg.cross_heads * (cfg.cross_dim_head or cfg.dim // cfg.cross_heads)}"
+          f" / torch_brain {cfg.cross_heads * (cfg.dim // cfg.self_heads)}"
           f" batch={args.batch}")
     print(f"{'model':42s} {'samples/s':>10s} {'s/step':>8s} {'GFLOP/s':>9s} {'GFLOP/step':>10s}")
     for name, sps, dt, gfs, gf in rows:
         print(f"{name:42s} {sps:10.1f} {dt:8.4f} {gfs:9.1f} {gf:10.2f}")
     tb = rows[1][1]
     print(f"ratio poyocap [grid] / torch_brain: {rows[0][1] / tb:.2f}x; "
-          f"poyocap [tokens] / torch_brain: {rows[2][1] / tb:.2f}x")
-    if len(rows) == 5:
-        print(f"ratio compiled poyocap [grid] / compiled torch_brain: {rows[3][1] / rows[4][1]:.2f}x; "
-              f"compiled poyocap [grid] / eager torch_brain: {rows[3][1] / tb:.2f}x")
+          f"poyocap [tokens] / torch_brain: {rows[2][1] / tb:.2f}x; poyocap [kv] / torch_brain: {rows[3][1] / tb:.2f}x")
+    if len(rows) == 7:
+        print(f"compiled, ratio to compiled torch_brain: poyocap [grid] {rows[4][1] / rows[5][1]:.2f}x, "
+              f"poyocap [kv] {rows[6][1] / rows[5][1]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -142,14 +142,26 @@ class EncoderConfig:
     latent_step_s: float = 0.25  # latents per window = latents_per_step * window / step
     dropout: float = 0.1
     # "grid": O(B H L T U e) factorised cross-attention, never builds per-token embeddings (fastest on CPU);
-    # "tokens": materialise the (B, T*U, D) tokens and use fused SDPA (fewer, larger kernels: GPUs);
-    # "auto": grid on CPU and for wide models on CUDA, tokens for narrow models (dim <= 256) on CUDA - the faster
-    # path in benchmarks/encoder_throughput.py on an H200 (demo size: tokens 1.31x torch_brain, grid 0.97x;
-    # paper size: grid 0.92x, tokens 0.56x). All three give the same numbers (tested).
-    cross_attention: Literal["auto", "grid", "tokens"] = "auto"
+    # "tokens": materialise the (B, T*U, D) tokens and use fused SDPA; "kv": per-token keys / values built from the
+    # grid path's per-unit factorisation (no token matrix, no token LayerNorm or projection), then fused SDPA;
+    # "auto": grid on CPU and on CUDA when the cross-attention is wider than 256 (heads x head size), kv otherwise.
+    # benchmarks/encoder_throughput.py on an H200 (bf16, batch 32; ratios to torch_brain's CalciumPOYOPlus, which
+    # run to run move by ~10 %): paper size with the cross-attention 2 x 128 as torch_brain's, grid 0.94-1.10x,
+    # tokens 1.04-1.16x, kv 0.88-1.22x (median 1.14x); at 2 x 512 (cross_dim_head 0) grid 0.80-0.99x, tokens
+    # 0.61-0.64x, kv 0.53-0.57x; demo size tokens 1.07-1.24x, kv 1.14-1.15x, grid 0.82-0.90x. All paths give the same
+    # numbers (tested).
+    cross_attention: Literal["auto", "grid", "tokens", "kv"] = "auto"
+    # Width of each cross-attention head. 0: dim / cross_heads (the cross-attention as wide as the model, 2 heads of
+    # 512 at dim 1024). torch_brain's CalciumPOYOPlus uses one dim_head (default 64) for every attention, so its
+    # token cross-attention is heads x dim_head wide; the authors' config sets dim_head 1024 (2 x 1024). The width,
+    # not the implementation, decides the paper-size speed (numbers above).
+    cross_dim_head: int = 0
 
     def __post_init__(self) -> None:
         _check_literals(self)
+        if self.cross_dim_head < 0 or (self.cross_dim_head == 0 and self.dim % self.cross_heads):
+            raise ValueError(f"cross_dim_head {self.cross_dim_head}: must be > 0, or 0 with dim {self.dim} "
+                             f"divisible by cross_heads {self.cross_heads}")
 
 
 @dataclass(frozen=True)

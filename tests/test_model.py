@@ -31,9 +31,12 @@ def make_batch(b=4, n_t=30, n_u=6, vocab=40, seed=0, pad_units=True):
     }
 
 
-def test_grid_attention_equals_naive_tokens_and_ignores_padding():
+@pytest.mark.parametrize("cross_dim_head", [0, 8, 24])
+def test_grid_attention_equals_naive_tokens_and_ignores_padding(cross_dim_head):
     torch.manual_seed(0)
-    enc = CalciumEncoder(ENC, 40).double().eval()
+    enc = CalciumEncoder(replace(ENC, cross_dim_head=cross_dim_head), 40).double().eval()
+    if cross_dim_head:  # heads x cross_dim_head wide, whatever the model width
+        assert enc.cross.attn.to_q.weight.shape == (2 * cross_dim_head, 32)
     batch = make_batch()
     batch["values"] = batch["values"].double()
     batch["times"] = batch["times"].double()
@@ -61,6 +64,21 @@ def test_cross_attention_paths_follow_config():
     wide = CalciumEncoder(replace(ENC, dim=512, cross_heads=2, self_heads=8), 4)
     assert wide.use_grid(torch.device("cuda"))
     assert torch.allclose(grid(batch)[1], tokens(batch)[1], atol=1e-10)
+    kv = CalciumEncoder(replace(ENC, cross_attention="kv", cross_dim_head=12), 40).double().eval()
+    grid12 = CalciumEncoder(replace(ENC, cross_attention="grid", cross_dim_head=12), 40).double().eval()
+    kv.load_state_dict(grid12.state_dict())
+    assert torch.allclose(grid12(batch)[1], kv(batch)[1], atol=1e-10)  # padded batch: masked kernel
+    full = make_batch(pad_units=False)
+    full["values"], full["times"] = full["values"].double(), full["times"].double()
+    assert torch.allclose(grid12(full)[1], kv(full)[1], atol=1e-10)  # no padding: unmasked kernel
+
+
+def test_cross_dim_head_must_be_valid():
+    with pytest.raises(ValueError, match="cross_dim_head"):
+        EncoderConfig(dim=30, cross_heads=4)
+    with pytest.raises(ValueError, match="cross_dim_head"):
+        EncoderConfig(cross_dim_head=-1)
+    assert EncoderConfig(dim=30, cross_heads=4, self_heads=3, cross_dim_head=16).cross_dim_head == 16
 
 
 def test_latent_times_spread_over_window():

@@ -117,21 +117,26 @@ class RotaryCrossAttention(nn.Module):
 
     Shape:
         queries (B, Q, D) at times with rotary ``q_rot``; context (B, K, D) with ``kv_rot``;
-        ``mask`` (B, K) bool, True = real context item -> (B, Q, D) (no residual).
+        ``mask`` (B, K) bool, True = real context item -> (B, Q, D) (no residual). Heads have ``head_dim`` dims
+        (default ``D / heads``); rotary tables must be built for that head size.
     The parts (:meth:`project_queries`, :meth:`project_context`, ``out``) are public so the encoder's grid path,
     which never builds the context matrix, uses the same weights.
     """
 
-    def __init__(self, dim: int, heads: int, rotate_values: bool, kv_norm_eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, heads: int, rotate_values: bool, kv_norm_eps: float = 1e-5,
+                 head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % heads:
+        if head_dim is None and dim % heads:
             raise ValueError(f"dim {dim} not divisible by heads {heads}")
-        self.heads, self.head_dim, self.rotate_values = heads, dim // heads, rotate_values
+        # head_dim None: heads split the model width (inner width = dim); else inner width = heads * head_dim
+        # (torch_brain's convention: a narrow cross-attention at every model size).
+        self.heads, self.head_dim, self.rotate_values = heads, head_dim or dim // heads, rotate_values
+        inner = heads * self.head_dim
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim, eps=kv_norm_eps)
-        self.to_q = nn.Linear(dim, dim, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * dim, bias=False)
-        self.out = nn.Linear(dim, dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
+        self.out = nn.Linear(inner, dim)
 
     def project_queries(self, queries: Tensor) -> Tensor:
         """``(B, Q, D)`` -> ``(B, H, Q, e)``."""

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import EncoderConfig
-from .attention import FeedForward, RotaryCrossAttention, RotarySelfAttention, RotaryTime, rotate
+from .attention import FeedForward, RotaryCrossAttention, RotarySelfAttention, RotaryTime, rotary_attention, rotate
 
 
 # ------------------------------------------------------------------------------------------------ blocks
@@ -50,15 +50,16 @@ class SelfAttentionBlock(nn.Module):
 class TokenCrossAttention(nn.Module):
     """Latents ``(B, L, D)`` attend to calcium tokens without materialising them (see module docstring)."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, eps: float = 1e-5) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float, eps: float = 1e-5, head_dim: int | None = None) -> None:
         super().__init__()
-        if dim % heads or dim % 2:
+        if dim % 2 or (head_dim is None and dim % heads):
             raise ValueError(f"dim {dim} must be even and divisible by cross_heads {heads}")
-        self.dim, self.heads, self.head_dim, self.eps = dim, heads, dim // heads, eps
+        self.dim, self.heads, self.head_dim, self.eps = dim, heads, head_dim or dim // heads, eps
         self.value_map = nn.Linear(1, dim // 2)
         nn.init.trunc_normal_(self.value_map.weight, 0, 0.02)
         nn.init.zeros_(self.value_map.bias)
-        self.attn = RotaryCrossAttention(dim, heads, rotate_values=True, kv_norm_eps=eps)  # norm_kv = LN of tokens
+        self.attn = RotaryCrossAttention(dim, heads, rotate_values=True, kv_norm_eps=eps,
+                                         head_dim=self.head_dim)  # norm_kv = LN of tokens
         self.ffn = FeedForward(dim, dropout)
         self.drop = nn.Dropout(dropout)
 
@@ -128,8 +129,32 @@ class TokenCrossAttention(nn.Module):
                  + torch.einsum("bhltu,bhup->bhlp", pi, vq[..., r:])
                  + c_lt.sum(-1, keepdim=True) * vb[None, :, None, r:])  # (B, H, L, e - r)
         out = torch.cat([out_r, out_p], dim=-1)  # (B, H, L, e)
-        out = out.transpose(1, 2).reshape(b, n_lat, d)
+        out = out.transpose(1, 2).reshape(b, n_lat, h * e)
         return self._residual(latents, self.attn.out(out))
+
+    def forward_kv(self, latents: Tensor, lat_t: Tensor, values: Tensor, unit_pos: Tensor, unit_table: Tensor,
+                   frame_t: Tensor, mask: Tensor, rot: RotaryTime) -> Tensor:
+        """Per-token keys and values from the per-unit factorisation, then fused SDPA (GPUs).
+
+        Same arguments and result as :meth:`forward`. Builds K and V ``(B, H, T*U, e)`` directly,
+        ``inv * (v * W(g p') + W(g q'_u)) + W beta``: no (B, T*U, D) token matrix, LayerNorm or token projection
+        (the naive path's cost), only ``2 * heads * head_dim`` numbers per token, then one fused attention kernel.
+        """
+        b, n_t, n_u = values.shape
+        h, e = self.heads, self.head_dim
+        kvp, kvq, kvb, a, bc = self._token_parts(unit_table)
+        v = values.to(kvq.dtype)
+        bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
+        inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U)
+        kv = inv[..., None] * (v[..., None] * kvp + kvq[unit_pos][:, None]) + kvb  # (B, T, U, 2 H e)
+        k, val = kv.view(b, n_t * n_u, 2, h, e).permute(2, 0, 3, 1, 4)  # each (B, H, T*U, e)
+        q = self.attn.project_queries(latents)
+        k, val = k.to(q.dtype), val.to(q.dtype)
+        flat_t = frame_t[:, :, None].expand(b, n_t, n_u).reshape(b, -1)
+        flat_mask = None if bool(mask.all()) else mask.reshape(b, 1, 1, -1)  # no mask: SDPA's flash kernel
+        attended = rotary_attention(q, k, val, q_rot=rot(lat_t), kv_rot=rot(flat_t), rotate_values=True,
+                                    mask=flat_mask)
+        return self._residual(latents, self.attn.out(attended))
 
     def _residual(self, latents: Tensor, attended: Tensor) -> Tensor:
         x = latents + self.drop(attended)
@@ -144,7 +169,8 @@ class TokenCrossAttention(nn.Module):
         flat_u = unit_pos[:, None, :].expand(b, n_t, n_u).reshape(b, -1)
         flat_t = frame_t[:, :, None].expand(b, n_t, n_u).reshape(b, -1)
         tokens = torch.cat([self.value_map(flat_v[..., None].to(unit_table.dtype)), unit_table[flat_u]], dim=-1)
-        attended = self.attn(latents, tokens, q_rot=rot(lat_t), kv_rot=rot(flat_t), mask=mask.reshape(b, -1))
+        flat_mask = None if bool(mask.all()) else mask.reshape(b, -1)  # no mask: SDPA may use its flash kernel
+        attended = self.attn(latents, tokens, q_rot=rot(lat_t), kv_rot=rot(flat_t), mask=flat_mask)
         return self._residual(latents, attended)
 
 
@@ -164,10 +190,11 @@ class CalciumEncoder(nn.Module):
         self.unit_emb = nn.Embedding(max(1, n_units), d // 2)
         nn.init.trunc_normal_(self.unit_emb.weight, 0, 0.02)
         self.latent_emb = nn.Parameter(torch.randn(cfg.latents_per_step, d) * 0.02)
-        self.cross = TokenCrossAttention(d, cfg.cross_heads, cfg.dropout)
+        cross_head_dim = getattr(cfg, "cross_dim_head", 0) or d // cfg.cross_heads
+        self.cross = TokenCrossAttention(d, cfg.cross_heads, cfg.dropout, head_dim=cross_head_dim)
         self.blocks = nn.ModuleList(SelfAttentionBlock(d, cfg.self_heads, cfg.dropout) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(d)  # final norm of the pre-norm stack: Z_L has a fixed scale
-        self.cross_rot = RotaryTime(d // cfg.cross_heads)
+        self.cross_rot = RotaryTime(cross_head_dim)
         self.self_rot = RotaryTime(d // cfg.self_heads)
 
     @property
@@ -190,12 +217,16 @@ class CalciumEncoder(nn.Module):
         centres = (torch.arange(n_steps, device=device, dtype=torch.float32) + 0.5) * (window_s / n_steps)
         return centres.repeat_interleave(self.cfg.latents_per_step)[None].expand(batch, -1)
 
-    def use_grid(self, device: torch.device) -> bool:
-        """Which cross-attention path runs (``EncoderConfig.cross_attention``; both are exact)."""
+    def cross_path(self, device: torch.device) -> str:
+        """Which cross-attention path runs (``EncoderConfig.cross_attention``; all are exact)."""
         mode = getattr(self.cfg, "cross_attention", "auto")
-        if mode == "auto":
-            return device.type != "cuda" or self.cfg.dim > 256
-        return mode == "grid"
+        if mode == "auto":  # measured on an H200 (benchmarks/encoder_throughput.py, config comment)
+            width = self.cross.heads * self.cross.head_dim
+            return "grid" if device.type != "cuda" or width > 256 else "kv"
+        return mode
+
+    def use_grid(self, device: torch.device) -> bool:
+        return self.cross_path(device) == "grid"
 
     def encode(self, batch: dict[str, Tensor], reference: bool | None = None) -> tuple[Tensor, Tensor]:
         """Token grid -> Z_1 ``(B, L, D)`` and latent times ``(B, L)``. ``reference=True`` forces the
@@ -213,8 +244,10 @@ class CalciumEncoder(nn.Module):
         uniq, pos = torch.unique(units, return_inverse=True)  # embed each unit once per batch
         table = self.unit_emb(uniq)
         if reference is None:
-            reference = not self.use_grid(values.device)
-        f = self.cross.forward_reference if reference else self.cross.forward
+            path = self.cross_path(values.device)
+            f = {"grid": self.cross.forward, "tokens": self.cross.forward_reference, "kv": self.cross.forward_kv}[path]
+        else:
+            f = self.cross.forward_reference if reference else self.cross.forward
         z1 = f(latents, lat_t, values, pos, table, times, mask, self.cross_rot)
         return z1, lat_t
 
