@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from .config import Config
 from .data.windows import UnitVocab
 from .losses import MovieLoss, grating_loss
+from .model.baselines import MLPPixelDecoder
 from .model.encoder import CalciumEncoder
 from .model.readouts import GratingReadout, MovieUNet, QueryReadout, SessionCentring
 from .train import ObjectiveBase
@@ -63,14 +64,18 @@ class MovieDecoder(_Decoder):
 
     def __init__(self, encoder: CalciumEncoder, frame_hw: tuple[int, int], loss: MovieLoss, channels: int = 64,
                  inject: bool = True, encoder_lr_scale: float = 1.0, head_lr_scale: float = 1.0,
-                 n_sessions: int = 0, n_queries: int = 1, session_centring: int = 0, unit_lr_scale: float = 1.0
-                 ) -> None:
+                 n_sessions: int = 0, n_queries: int = 1, session_centring: int = 0, unit_lr_scale: float = 1.0,
+                 pixel_decoder: str = "unet") -> None:
         super().__init__()
         self.encoder = encoder
         d = encoder.cfg.dim
         self.centring = SessionCentring(session_centring, d) if session_centring else None
         self.readout = QueryReadout(d, heads=encoder.cfg.cross_heads, n_sessions=n_sessions, n_queries=n_queries)
-        self.unet = MovieUNet(d * n_queries, frame_hw, channels=channels, inject=inject)
+        if pixel_decoder not in ("unet", "mlp"):
+            raise ValueError(f"pixel_decoder must be 'unet' or 'mlp', got {pixel_decoder!r}")
+        # "unet" (latent injection unless inject=False) or "mlp" (the ablation table's MLP decoder); both `unet`
+        self.unet = (MovieUNet(d * n_queries, frame_hw, channels=channels, inject=inject) if pixel_decoder == "unet"
+                     else MLPPixelDecoder(d * n_queries, frame_hw))
         self.loss = loss
         self.encoder_lr_scale, self.head_lr_scale, self.unit_lr_scale = encoder_lr_scale, head_lr_scale, unit_lr_scale
 

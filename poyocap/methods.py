@@ -81,6 +81,50 @@ METHODS: tuple[Method, ...] = (
            role="reference", options={"reference": "random_encoder"}),
 )
 
+#: The ablation table (notebook 06): rows as in the paper's ablation table plus controls it lacks. ``options``:
+#: ``pool`` - the pretraining pool (:func:`poyocap.stages.ablations.ablation_pools`; ``predictable`` is POYO-CAP's),
+#: ``pretrain`` - overrides of ``PretrainConfig``, ``encoder`` - ``poyo`` / ``mlp`` / ``linear`` for models without
+#: pretraining, ``decoder`` - movie decoder options (``pixel_decoder``, ``inject``), ``input`` - ``cebra_behavior`` /
+#: ``cebra_time`` (the downstream dF/F replaced by its CEBRA embedding). Rows 5, 6 and 10 are size-matched to
+#: POYO-CAP's pool (ROIs and training windows). The first row is the table's reference (p-values against it).
+ABLATIONS: tuple[Method, ...] = (
+    Method("POYO-CAP", "predictable lines", "unpredictable lines (downstream mice)", init="pretrained",
+           paper={"ssim": 0.593, "acc": 0.555}, options={"pool": "predictable"}),
+    Method("Scratch (downstream)", "none", "unpredictable lines (downstream mice)", init="scratch"),
+    Method("CEBRA-Behavior (movie time) + same decoders", "none (CEBRA fitted on downstream training frames)",
+           "CEBRA embedding of the downstream mice", init="scratch",
+           options={"input": "cebra_behavior", "encoder": "linear"}),
+    Method("CEBRA-Time + same decoders", "none (CEBRA fitted on downstream training frames)",
+           "CEBRA embedding of the downstream mice", init="scratch",
+           options={"input": "cebra_time", "encoder": "linear"}),
+    Method("MLP encoder -> MLP decoder", "none", "unpredictable lines (downstream mice)", init="scratch",
+           tasks=("movie",), paper={"ssim": 0.449}, options={"encoder": "mlp", "decoder": {"pixel_decoder": "mlp"}}),
+    Method("POYO+ encoder -> MLP decoder", "predictable lines", "unpredictable lines (downstream mice)",
+           init="pretrained", tasks=("movie",), paper={"ssim": 0.503},
+           options={"pool": "predictable", "decoder": {"pixel_decoder": "mlp"}}),
+    Method("POYO+ encoder -> U-Net w/o latent injection", "predictable lines", "unpredictable lines (downstream mice)",
+           init="pretrained", tasks=("movie",), paper={"ssim": 0.466},
+           options={"pool": "predictable", "decoder": {"inject": False}}),
+    Method("Reverse SSL (size-matched)", "unpredictable lines (held-out mice)", "unpredictable lines (downstream mice)",
+           init="pretrained", paper={"ssim": 0.489, "acc": 0.213}, options={"pool": "reverse"}),
+    Method("Mixed SSL (size-matched)", "half unpredictable (held-out mice), half predictable",
+           "unpredictable lines (downstream mice)", init="pretrained", paper={"ssim": 0.543, "acc": 0.313},
+           options={"pool": "mixed"}),
+    Method("Random masking", "predictable lines", "unpredictable lines (downstream mice)", init="pretrained",
+           tasks=("movie",), paper={"ssim": 0.540}, options={"pool": "predictable", "pretrain": {"mask_mode": "random"}}),
+    Method("Masking only (no orientation CE)", "predictable lines", "unpredictable lines (downstream mice)",
+           init="pretrained", tasks=("movie",), paper={"ssim": 0.496},
+           options={"pool": "predictable", "pretrain": {"ce_weight": 0.0}}),
+    Method("Inhibitory-only SSL", "predictable lines of inhibitory cell class", "unpredictable lines (downstream mice)",
+           init="pretrained", paper={"ssim": 0.544, "acc": 0.537}, options={"pool": "inhibitory"}),
+    Method("Time-shuffled pool (size-matched)", "predictable lines, each trace circularly shifted",
+           "unpredictable lines (downstream mice)", init="pretrained", options={"pool": "time_shuffled"}),
+    Method("Label-free pool (per-neuron filter)", "neurons below both per-neuron knees (non-downstream mice)",
+           "unpredictable lines (downstream mice)", init="pretrained", options={"pool": "label_free"}),
+    Method("In-domain SSL (positive control)", "downstream mice's own training windows",
+           "unpredictable lines (downstream mice)", init="pretrained", options={"pool": "in_domain"}),
+)
+
 #: the reference every p-value in the main table is computed against
 REFERENCE_METHOD = "POYO-CAP"
 

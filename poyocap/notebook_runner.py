@@ -60,7 +60,7 @@ def failing_cell(nb_path: Path) -> str:
 
 
 def run(scale: str, source: str | None, seeds: str | None, only: list[str] | None,
-        partition: str | None = None) -> int:
+        partition: str | None = None, extended: bool = False) -> int:
     import jupytext
     import papermill
 
@@ -76,6 +76,8 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
         params["seeds"] = seeds
     if partition:
         params["partition"] = partition
+    if extended:  # notebooks 06-07: every seed and the full budget / grids
+        params["extended"] = True
     sources = notebook_sources(only)
     if not sources:
         raise SystemExit("no notebooks found in notebooks/")
@@ -118,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", default=None, help="comma-separated notebook numbers, e.g. 01 or 00,02")
     p.add_argument("--partition", choices=("computed", "paper"), default=None,
                    help="computed (knee detection, default) or paper (the authors' four predictable lines)")
+    p.add_argument("--extended", action="store_true",
+                   help="notebooks 06-07: every seed at the full step budget (the default runs a labelled quick version)")
     args = p.parse_args(argv)
     try:
         if args.seeds:
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         only = parse_only(args.only)
     except ValueError as err:
         p.error(str(err))
-    return run(args.scale, args.source, args.seeds, only, args.partition)
+    return run(args.scale, args.source, args.seeds, only, args.partition, args.extended)
 
 
 if __name__ == "__main__":

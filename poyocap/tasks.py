@@ -12,7 +12,7 @@ Adding a task = one subclass + one entry in :data:`TASKS` (``docs/architecture.m
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -63,13 +63,15 @@ class DownstreamTask:
     def loss_spec(self) -> str:
         raise NotImplementedError
 
-    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
-        """The decoder class and its keyword arguments (``cls(encoder, **kwargs)``, or ``load_pretrained``)."""
+    def decoder(self, n_sessions: int = 0, variant: Mapping[str, Any] | None = None
+                ) -> tuple[type[nn.Module], dict[str, Any]]:
+        """The decoder class and its keyword arguments (``cls(encoder, **kwargs)``, or ``load_pretrained``).
+        ``variant``: decoder options of an ablation row (movie: ``inject``, ``pixel_decoder``)."""
         raise NotImplementedError
 
-    def build(self, encoder: CalciumEncoder, n_sessions: int = 0) -> nn.Module:
+    def build(self, encoder: nn.Module, n_sessions: int = 0, variant: Mapping[str, Any] | None = None) -> nn.Module:
         """The decoder on ``encoder``; ``n_sessions`` rows of session embeddings (when the config uses them)."""
-        cls, kwargs = self.decoder(n_sessions)
+        cls, kwargs = self.decoder(n_sessions, variant)
         return cls(encoder, **kwargs)
 
     def _decoder_kwargs(self, n_sessions: int) -> dict[str, Any]:
@@ -164,10 +166,13 @@ class MovieTask(DownstreamTask):
     def loss_spec(self) -> str:
         return self.loss.spec
 
-    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
+    def decoder(self, n_sessions: int = 0, variant: Mapping[str, Any] | None = None
+                ) -> tuple[type[nn.Module], dict[str, Any]]:
+        extra = {k: v for k, v in (variant or {}).items() if k in ("inject", "pixel_decoder")}
         return MovieDecoder, {"frame_hw": (self.cfg.data.frame_height, self.cfg.data.frame_width), "loss": self.loss,
                               "channels": self.cfg.finetune.unet_channels,
-                              "n_queries": self.cfg.finetune.readout_queries, **self._decoder_kwargs(n_sessions)}
+                              "n_queries": self.cfg.finetune.readout_queries, **self._decoder_kwargs(n_sessions),
+                              **extra}
 
     def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
                    vocab: UnitVocab) -> None:
@@ -233,7 +238,8 @@ class GratingTask(DownstreamTask):
     def loss_spec(self) -> str:
         return "cross-entropy (8 directions)"
 
-    def decoder(self, n_sessions: int = 0) -> tuple[type[nn.Module], dict[str, Any]]:
+    def decoder(self, n_sessions: int = 0, variant: Mapping[str, Any] | None = None
+                ) -> tuple[type[nn.Module], dict[str, Any]]:
         return GratingDecoder, self._decoder_kwargs(n_sessions)
 
     def target(self, batch: dict[str, Tensor]) -> Tensor:

@@ -25,6 +25,7 @@ from ..data.windows import UnitVocab, WindowTable
 from ..evaluate import latent_features
 from ..finetune import load_pretrained
 from ..methods import Method, methods_for
+from ..model.baselines import build_encoder
 from ..model.encoder import CalciumEncoder
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
@@ -143,13 +144,15 @@ def time_shuffled(recordings: Sequence[Recording], seed: int) -> list[Recording]
 def _initial_model(setup: FinetuneSetup, method: Method, seed: int, train_pool: Pool) -> tuple[nn.Module, UnitVocab]:
     """The decoder from the pretrained encoder of ``seed`` (downstream units appended) or from random init."""
     sessions = [r.session_id for r in train_pool.recordings]  # the evaluation pool's are among them
+    variant = method.options.get("decoder", {})  # ablation rows: decoder options (poyocap.ablations)
     if method.init == "pretrained":
         enc_path = next(r.out_dir for r in setup.pretrain.runs if r.seed == seed) / "encoder.pt"
-        cls, kwargs = setup.task.decoder(n_sessions=len(sessions))
+        cls, kwargs = setup.task.decoder(n_sessions=len(sessions), variant=variant)
         model, vocab, _ = load_pretrained(enc_path, setup.cfg, train_pool.units(), cls, **kwargs)
     else:
         vocab = UnitVocab(train_pool.units())
-        model = setup.task.build(CalciumEncoder(setup.cfg.encoder, len(vocab)), n_sessions=len(sessions))
+        encoder = build_encoder(method.options.get("encoder", "poyo"), setup.cfg.encoder, len(vocab))
+        model = setup.task.build(encoder, n_sessions=len(sessions), variant=variant)
     vocab.session_rows(sessions)
     return model, vocab
 
@@ -264,8 +267,9 @@ def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
 
 
 def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] | None = None,
-                   progress: bool = True) -> FinetuneSetup:
-    """Task, pools, cached pretrained encoders (trained if missing) and the artifact root of one task."""
+                   progress: bool = True, pretrain: PretrainStage | None = None) -> FinetuneSetup:
+    """Task, pools, cached pretrained encoders (trained if missing; ``pretrain`` given: those instead) and the
+    artifact root of one task."""
     task = get_task(task_name, cfg)
     if recordings is None:
         recordings = load_recordings(cfg, progress=progress)
@@ -275,7 +279,8 @@ def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] 
     pre = [r for r in recordings if r.session_id in pools.pretrain]
     if not down:
         raise ValueError("the downstream pool is empty")
-    pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
+    if pretrain is None:
+        pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
     key = {"lines": list(partition.predictable_lines), "task": task.name, "loss": task.loss_spec}
     return FinetuneSetup(cfg, task, pretrain, Pool(down, task.windows(down)),
                          Pool(pre + down, task.windows(pre + down)), key)

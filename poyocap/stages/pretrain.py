@@ -73,15 +73,17 @@ def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filte
     return pools, recs, vocab, data
 
 
-def pool_datasets(cfg: Config, recs: Sequence[Recording]) -> tuple[UnitVocab, dict[str, WindowDataset]]:
+def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = 0.25
+                  ) -> tuple[UnitVocab, dict[str, WindowDataset]]:
     """The unit vocabulary of ``recs`` and their pretraining datasets: ``train`` / ``val`` (pretraining windows of
     each split) and the probe datasets (grating and movie windows, train / test). Any pool of sessions can be
     pretrained on this way (the predictable pool, or the downstream mice's own training windows as a control): the
-    splits are the same per-session splits fine-tuning uses, so no test window is ever pretrained on."""
+    splits are the same per-session splits fine-tuning uses, so no test window is ever pretrained on. ``stride_s``:
+    spacing of the pretraining windows (a smaller one gives a pool with fewer sessions as many windows)."""
     vocab = UnitVocab([u for r in recs for u in r.unit_ids])
     splits = build_splits(recs, cfg.data.novel_frames_fraction)
     w = cfg.data.pretrain_window_s
-    table = pretrain_windows(recs, splits, w, stride_s=0.25)
+    table = pretrain_windows(recs, splits, w, stride_s=stride_s)
 
     def ds(tab, split: str, train: bool = False, every: int = 1) -> WindowDataset:  # noqa: ANN001
         return keep_every(WindowDataset(recs, tab, split, vocab, cfg.data.max_units, train=train, seed=cfg.seed,
@@ -168,10 +170,12 @@ def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
 
 
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
-                 seed: int, force: bool = False, progress: bool = True) -> PretrainRun:
-    """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate."""
-    out = artifact_dir(cfg, "pretrain", ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
-                       f"-seed{seed}", predictable_lines=list(partition.predictable_lines))
+                 seed: int, force: bool = False, progress: bool = True, stage: str = "pretrain",
+                 key: Mapping[str, Any] | None = None, desc: str = "pretrain") -> PretrainRun:
+    """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate.
+    ``stage`` / ``key``: another artifact folder and what else names the run's inputs (the ablation pools)."""
+    out = artifact_dir(cfg, stage, ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
+                       f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
     seed_everything(seed)
     objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
     def reuse() -> PretrainRun:
@@ -188,7 +192,7 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                              eval_every=cfg.pretrain.snapshot_every)
     result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
                    device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
-                   desc=f"pretrain seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
+                   desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
     objective = result.objective.cpu()
     evaluation = evaluate_pretraining(cfg, objective, data, seed)
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
