@@ -22,7 +22,7 @@
 # (CEBRA embeddings from the real `cebra` package, fitted on the downstream training frames only). Reverse, mixed
 # and time-shuffled pools are size-matched to POYO-CAP's pool in ROIs and training windows.
 #
-# **Budget.** By default the table runs the first seed with half of the pretraining and fine-tuning steps for every
+# **Budget.** By default the table runs the first seed with a third of the pretraining and fine-tuning steps for every
 # row, POYO-CAP and scratch included (the rows are comparable with each other, not with the main table); CIs are then
 # a bootstrap over test items. `./run_all.sh --extended` runs every seed at the full budget (Student-t CIs, paired
 # t-tests over seeds). **Read the header line of the table first:** while the deep decoders stay below the linear
@@ -54,7 +54,8 @@ print(f"seeds {list(result.seeds)}; pretraining {result.cfg.pretrain.optim.steps
 result.pools
 
 # %% [markdown]
-# ## What each pretraining learned (held-out collapse measures and linear probes; `docs/pretraining.md`)
+# ## Collapse of each pretraining (notebook 03's monitor: within-session std and effective rank of the latents of
+# 256 held-out grating windows at the last snapshot, relative to the initialisation; < 0.5 = collapsed by our rule)
 
 # %%
 result.pretraining.round(3)

@@ -16,9 +16,11 @@ with the session's stimuli unchanged, so the fine-tuning stage feeds it to the s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import random
 from dataclasses import dataclass
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import torch
@@ -49,6 +51,34 @@ def training_frames(rec: Recording, split: SessionSplit, movie_only: bool) -> np
     return np.flatnonzero(keep)
 
 
+def _seed(seed: int) -> None:
+    """cebra draws from torch's, numpy's and Python's global generators (and see :func:`_deterministic_samplers`)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def _deterministic_samplers() -> Iterator[None]:
+    """cebra 0.4's ``HasGenerator`` (the time-contrastive samplers) seeds its private ``torch.Generator`` with
+    ``Generator.seed()``, i.e. from the OS's entropy: CEBRA-Time fits differ run to run whatever the global seeds.
+    Within this context it takes its seed from torch's global generator instead (seeded by :func:`_seed`)."""
+    from cebra.distributions import base
+
+    original = base.HasGenerator.__init__
+
+    def seeded_init(self, device: str, seed: int) -> None:  # noqa: ANN001
+        base.HasGenerator.__bases__[0].__init__(self, device=device)
+        self._device = device
+        self._seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+    base.HasGenerator.__init__ = seeded_init
+    try:
+        yield
+    finally:
+        base.HasGenerator.__init__ = original
+
+
 def _model(settings: CebraSettings, conditional: str):  # noqa: ANN202 - cebra.CEBRA
     import cebra  # heavy import (sklearn API, pkg_resources)
 
@@ -66,8 +96,13 @@ def fit_cebra(recordings: Sequence[Recording], splits: Sequence[SessionSplit], s
     Returns the embedded recordings (dF/F ``(T, output_dimension)`` per session, unit ids ``<session>/cebra<k>``)
     and the training loss curve ``(iterations,)`` (the mean over sessions in ``time`` mode).
     """
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    with _deterministic_samplers():
+        return _fit(recordings, splits, settings, seed)
+
+
+def _fit(recordings: Sequence[Recording], splits: Sequence[SessionSplit], settings: CebraSettings,
+         seed: int) -> tuple[list[Recording], np.ndarray]:
+    _seed(seed)
     xs = [np.nan_to_num(r.dff.astype(np.float32)) for r in recordings]  # invalid frames are never trained on
     if settings.mode == "behavior":
         idx = [training_frames(r, sp, movie_only=True) for r, sp in zip(recordings, splits)]
@@ -78,7 +113,8 @@ def fit_cebra(recordings: Sequence[Recording], splits: Sequence[SessionSplit], s
         curve = np.asarray(model.state_dict_["log"]["total"], dtype=float)
     elif settings.mode == "time":
         embedded, curves = [], []
-        for r, sp, x in zip(recordings, splits, xs):
+        for k, (r, sp, x) in enumerate(zip(recordings, splits, xs)):
+            _seed(seed * 1000 + k)  # each session's fit on its own seed: independent of the order of fits
             model = _model(settings, "time")
             model.fit(x[training_frames(r, sp, movie_only=False)])
             embedded.append(model.transform(x))

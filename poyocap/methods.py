@@ -8,6 +8,7 @@ one entry to :data:`METHODS` (``docs/architecture.md``, "How to add a method").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +53,7 @@ class Method:
     @property
     def slug(self) -> str:
         """The method's part of an artifact directory name."""
-        return self.name.replace(" ", "_").replace("(", "").replace(")", "")
+        return re.sub(r"[^A-Za-z0-9+.-]+", "_", self.name.replace("(", "").replace(")", "")).strip("_")
 
     def run_seeds(self, seeds: tuple[int, ...]) -> tuple[int, ...]:
         return seeds if self.seeds == "all" else seeds[:1]
@@ -102,7 +103,7 @@ ABLATIONS: tuple[Method, ...] = (
     Method("POYO+ encoder -> MLP decoder", "predictable lines", "unpredictable lines (downstream mice)",
            init="pretrained", tasks=("movie",), paper={"ssim": 0.503},
            options={"pool": "predictable", "decoder": {"pixel_decoder": "mlp"}}),
-    Method("POYO+ encoder -> U-Net w/o latent injection", "predictable lines", "unpredictable lines (downstream mice)",
+    Method("POYO+ encoder -> U-Net without latent injection", "predictable lines", "unpredictable lines (downstream mice)",
            init="pretrained", tasks=("movie",), paper={"ssim": 0.466},
            options={"pool": "predictable", "decoder": {"inject": False}}),
     Method("Reverse SSL (size-matched)", "unpredictable lines (held-out mice)", "unpredictable lines (downstream mice)",

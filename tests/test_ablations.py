@@ -157,6 +157,8 @@ def test_cebra_fits_training_frames_and_embeds_every_session(smoke_cfg, pools, m
         assert e.dff.shape == (r.n_frames, 4) and e.session_id == r.session_id
         assert e.unit_ids == [f"{r.session_id}/cebra{k}" for k in range(4)]
         assert np.array_equal(e.movie_frames, r.movie_frames)
+    again, _ = fit_cebra(recs, splits, settings, seed=0)  # cebra seeds its samplers from OS entropy: we don't
+    assert all(np.array_equal(a.dff, b.dff) for a, b in zip(out, again))
     idx = training_frames(recs[0], splits[0], movie_only=True)
     assert (splits[0].stim_label[idx] == SPLIT_CODE["train"]).all() and (recs[0].movie_frames[idx] >= 0).all()
     with pytest.raises(ValueError, match="CEBRA mode"):

@@ -6,10 +6,11 @@ carry the "SYNTHETIC DATA" stamp. Layout and contracts: ``docs/architecture.md``
 
 - :mod:`.common`: config from notebook parameters, table headers, recordings, artifact directories;
 - :mod:`.data` (00-01), :mod:`.filtering` (02), :mod:`.pretrain` (03), :mod:`.finetune` (04-05),
-  :mod:`.results` (the main table), :mod:`.ablations` (06).
+  :mod:`.results` (the main table), :mod:`.ablations` (06), :mod:`.analyses` (07).
 """
 
 from .ablations import AblationStage, ablation_stage, ablation_table, save_ablation_table
+from .analyses import AnalysesStage, analyses_stage, save_analyses_table
 from .common import (artifact_dir, is_cached, keep_every, load_cached, load_recordings, make_config, parse_seeds,
                      setup_notebook,
                      source_label, subsample, table_header)
@@ -29,5 +30,6 @@ __all__ = [
     "FilteringStage", "filtering_comparison", "filtering_stage", "load_partition", "partition_path",
     "FinetuneStage", "finetune_stage", "run_method", "time_shuffled", "PretrainRun", "PretrainStage",
     "evaluate_pretraining", "pretrain_data", "pretrain_stage", "pretraining_checks", "pretraining_verdicts",
-    "headline", "main_table", "AblationStage", "ablation_stage", "ablation_table", "save_ablation_table", "Realism", "realism_stage", "OwnData", "own_data_stage",
+    "headline", "main_table", "AblationStage", "ablation_stage", "ablation_table", "save_ablation_table",
+    "AnalysesStage", "analyses_stage", "save_analyses_table", "Realism", "realism_stage", "OwnData", "own_data_stage",
 ]

@@ -34,12 +34,14 @@ from .filtering import load_partition
 from .finetune import FinetuneSetup, Pool, finetune_setup, reference_result, run_method, time_shuffled
 from .pretrain import PretrainRun, PretrainStage, pool_datasets, pretrain_run
 
-#: fraction of the pretraining and fine-tuning steps of every row in the quick (non-extended) table
-QUICK_STEP_FRACTION = 0.5
+#: fraction of the pretraining and fine-tuning steps of every row in the quick (non-extended) table: 15 rows and 8
+#: pretrainings must fit the demo's 10 minutes on 2 cores
+QUICK_STEP_FRACTION = 1 / 3
 #: pools matched to POYO-CAP's pretraining data in ROIs and training windows
 SIZE_MATCHED = ("reverse", "mixed", "time_shuffled")
-#: CEBRA iterations per scale (the loss curve in notebook 06 shows whether it plateaued)
-CEBRA_ITERATIONS = {"smoke": 30, "demo": 300, "paper": 10000}
+#: CEBRA iterations and batch size per scale (the loss curve in notebook 06 shows whether it plateaued); on 2 CPU
+#: cores one iteration of the 18-session behaviour model takes ~0.25 s at batch 128
+CEBRA_BUDGET = {"smoke": (30, 64), "demo": (250, 128), "paper": (10000, 512)}
 REFERENCE = ABLATIONS[0].name
 
 
@@ -170,25 +172,32 @@ class _Runner:
             self.base[task] = finetune_setup(self.cfg, task, self.recordings, self.progress, pretrain=empty)
         return self.base[task]
 
-    def pretrain(self, method: Method, seed: int) -> PretrainRun:
+    def pretrain(self, method: Method, seed: int, target_windows: int | None = None) -> PretrainRun:
+        """The pretraining of ``method``'s pool and objective (``target_windows``: match its training windows to
+        that count; default: POYO-CAP's for the pools in :data:`SIZE_MATCHED`, else all windows)."""
         name = method.options.get("pool", "predictable")
         overrides = dict(method.options.get("pretrain", {}))
         memo = (name, stable_digest(overrides), seed)
         if memo not in self.pretrained:
             pcfg = self.cfg.with_overrides(pretrain=overrides) if overrides else self.cfg
             recs = self.pools[name]
-            vocab, data = pool_data(pcfg, recs, self.target_windows if name in SIZE_MATCHED else 0)
+            if target_windows is None:
+                target_windows = self.target_windows if name in SIZE_MATCHED else 0
+            vocab, data = pool_data(pcfg, recs, target_windows)
             self.pool_rows[name] = pool_sizes(name, recs, len(data["train"]))
             key = {"pool": name, "sessions": sorted(r.session_id for r in recs),
-                   "units": stable_digest(sorted(u for r in recs for u in r.unit_ids)), "n_train": len(data["train"])}
+                   "units": stable_digest(sorted(u for r in recs for u in r.unit_ids)), "n_train": len(data["train"]),
+                   "probes": False}
             self.pretrained[memo] = pretrain_run(pcfg, self.partition, vocab, data, seed, self.force, self.progress,
-                                                 stage="ablation_pretrain", key=key, desc=f"pretrain [{name}]")
+                                                 stage="ablation_pretrain", key=key, desc=f"pretrain [{name}]",
+                                                 evaluate=False)
         return self.pretrained[memo]
 
     def cebra_pool(self, mode: str, seed: int, task: str) -> tuple[Pool, np.ndarray]:
         if (mode, seed) not in self.cebra:
             down = self.setup(task).downstream.recordings
-            settings = CebraSettings(mode=mode, max_iterations=CEBRA_ITERATIONS.get(self.cfg.scale, 1000))
+            iterations, batch = CEBRA_BUDGET.get(self.cfg.scale, CEBRA_BUDGET["paper"])
+            settings = CebraSettings(mode=mode, max_iterations=iterations, batch_size=batch)
             out = artifact_dir(self.cfg, "ablation_cebra", ("data",), 1, f"-{mode}-seed{seed}",
                                settings=dataclasses.asdict(settings))
 
@@ -219,7 +228,7 @@ class _Runner:
         if source.startswith("cebra_"):
             pool, _ = self.cebra_pool(source.removeprefix("cebra_"), seed, task)
             setup.downstream = setup.everyone = pool
-            setup.key = dict(setup.key, cebra_iterations=CEBRA_ITERATIONS.get(self.cfg.scale, 1000))
+            setup.key = dict(setup.key, cebra_budget=CEBRA_BUDGET.get(self.cfg.scale))
         res = run_method(setup, method, seed, self.force, self.progress)
         return res.metrics, res.per_item
 
@@ -241,8 +250,7 @@ def ablation_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
                 items[(method.name, task, seed)] = per
     pretraining = pd.DataFrame([
         {"pool": k[0], "overrides": k[1], "seed": k[2], **{m: run.evaluation.get(m, np.nan) for m in (
-            "within_std_ratio", "eff_rank_ratio", "probe_grating_pretrained", "probe_grating_random",
-            "probe_movie_pretrained", "probe_movie_random", "pretraining_counts")}}
+            "within_std_ratio", "eff_rank_ratio", "monitor_step")}}
         for k, run in runner.pretrained.items()])
     curves = {mode: curve for (mode, seed), (_, curve) in runner.cebra.items() if seed == seeds[0]}
     return AblationStage(acfg, pd.DataFrame(rows), items, pd.DataFrame(list(runner.pool_rows.values())), curves,

@@ -169,11 +169,22 @@ def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
     return measure
 
 
+def monitor_summary(history: pd.DataFrame) -> dict[str, float]:
+    """The collapse monitor's last within-session std and effective rank relative to its step-0 (init) values."""
+    ev = history[history["kind"] == "eval"].sort_values("step") if "kind" in history else pd.DataFrame()
+    if ev.empty or "within_std" not in ev:
+        return {}
+    first, last = ev.iloc[0], ev.iloc[-1]
+    return {"within_std_ratio": float(last["within_std"] / first["within_std"]),
+            "eff_rank_ratio": float(last["eff_rank"] / first["eff_rank"]), "monitor_step": float(last["step"])}
+
+
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
                  seed: int, force: bool = False, progress: bool = True, stage: str = "pretrain",
-                 key: Mapping[str, Any] | None = None, desc: str = "pretrain") -> PretrainRun:
+                 key: Mapping[str, Any] | None = None, desc: str = "pretrain", evaluate: bool = True) -> PretrainRun:
     """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate.
-    ``stage`` / ``key``: another artifact folder and what else names the run's inputs (the ablation pools)."""
+    ``stage`` / ``key``: another artifact folder and what else names the run's inputs (the ablation pools).
+    ``evaluate=False``: no probes (the costly part), only the collapse monitor's ratios (:func:`monitor_summary`)."""
     out = artifact_dir(cfg, stage, ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
                        f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
     seed_everything(seed)
@@ -194,7 +205,7 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                    device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
                    desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
     objective = result.objective.cpu()
-    evaluation = evaluate_pretraining(cfg, objective, data, seed)
+    evaluation = evaluate_pretraining(cfg, objective, data, seed) if evaluate else monitor_summary(result.history)
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
     save_atomic({"objective": objective.state_dict(), "encoder": objective.encoder.state_dict(),
                  "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,

@@ -1,0 +1,81 @@
+"""Figures of notebook 07 (analyses); the style and stamps of :mod:`poyocap.plotting`."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .plotting import synthetic_label
+
+COLOURS = {"predictable": "#4c72b0", "reverse": "#c44e52", "unpredictable": "#c44e52"}
+
+
+def plot_information_and_efficiency(fisher_curves: pd.DataFrame, efficiency: pd.DataFrame, threshold: float,
+                                    source: str) -> plt.Figure:
+    """Left: bias-corrected linear Fisher information vs neuron count per line group. Right: the common downstream
+    probe vs pretraining step per pool, with the threshold the efficiency ratio uses."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for group, g in fisher_curves.groupby("group"):
+        a.plot(g["neurons"], g["mean"], "o-", color=COLOURS.get(group), label=f"{group} lines")
+    a.set_xlabel("neurons")
+    a.set_ylabel("linear Fisher information (rad$^{-2}$)")
+    a.set_title("direction 0 vs 45 deg, bias-corrected")
+    a.legend(fontsize=8)
+    for pool, g in efficiency.groupby("pool"):
+        m = g.groupby("step")["probe"].mean()
+        b.plot(m.index, m.values, "o-", color=COLOURS.get(pool), label=f"{pool} pool")
+    b.axhline(threshold, color="k", ls=":", lw=1, label="common threshold")
+    b.set_xlabel("pretraining step")
+    b.set_ylabel("downstream grating probe accuracy")
+    b.legend(fontsize=8)
+    synthetic_label(fig, source)
+    fig.tight_layout()
+    return fig
+
+
+def plot_landscapes(surfaces: dict, source: str) -> plt.Figure:
+    """Contour plots of each (pool, plane) loss surface; the trajectory drawn on its PCA plane."""
+    keys = sorted(surfaces)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        a, b, z, path = surfaces[key]
+        cs = ax.contourf(a, b, z.T, levels=20, cmap="viridis")
+        fig.colorbar(cs, ax=ax, shrink=0.8)
+        if path is not None:
+            ax.plot(path[:, 0], path[:, 1], "w.-", lw=1)
+        ax.set_title(f"{key[0]} pool\n{key[1]}", fontsize=9)
+        ax.set_xlabel("direction 1")
+        ax.set_ylabel("direction 2")
+    synthetic_label(fig, source)
+    fig.tight_layout()
+    return fig
+
+
+def plot_scaling_dose_transfer(scaling: pd.DataFrame, dose: pd.DataFrame, transfer: pd.DataFrame,
+                               source: str) -> plt.Figure:
+    """Grating accuracy vs encoder parameters per condition; vs the median kurtosis of the pretraining neurons;
+    relative encoder weight change in fine-tuning per pretraining condition."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
+    for cond, g in scaling.groupby("condition", sort=False):
+        m = g.groupby("encoder_params")["accuracy"].mean()
+        a.plot(m.index, m.values, "o-", label=cond)
+    a.set_xscale("log")
+    a.set_xlabel("encoder parameters")
+    a.set_ylabel("test accuracy (gratings)")
+    a.legend(fontsize=7)
+    m = dose.groupby("median_kurtosis")["accuracy"].mean()
+    b.plot(m.index, m.values, "o-", color="#55a868")
+    b.set_xlabel("median kurtosis of the pretraining neurons")
+    b.set_ylabel("test accuracy (gratings)")
+    if len(transfer):
+        cols = [col for col in transfer.columns if col.startswith("change_")]
+        x = np.arange(len(transfer))
+        for i, col in enumerate(cols):
+            c.bar(x + i / (len(cols) + 1), 100 * transfer[col], width=1 / (len(cols) + 1), label=col[7:])
+        c.set_xticks(x + 0.3, transfer["method"], rotation=60, ha="right", fontsize=7)
+        c.set_ylabel("weight change in fine-tuning (%)")
+        c.legend(fontsize=7)
+    synthetic_label(fig, source)
+    fig.tight_layout()
+    return fig
