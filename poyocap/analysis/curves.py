@@ -38,7 +38,7 @@ def ratio_ci(a: Sequence[float], b: Sequence[float], level: float = 0.95, n_boot
              ) -> dict[str, float]:
     """mean(a) / mean(b) with a percentile bootstrap CI (seeds resampled independently); NaN-free inputs."""
     a, b = np.asarray(a, float), np.asarray(b, float)
-    ratio = float(a.mean() / b.mean())
+    ratio = float(a.mean() / b.mean()) if b.mean() != 0 else float("nan")
     if len(a) < 2 or len(b) < 2:
         return {"ratio": ratio, "ci_low": float("nan"), "ci_high": float("nan")}
     rng = np.random.default_rng(seed)

@@ -154,6 +154,9 @@ def efficiency_summary(table: pd.DataFrame) -> dict[str, Any]:
     """Steps each pool needs to reach a common score: halfway from the init's probe to the best probe any pool
     reached (the same threshold for both pools, from the common downstream probe - never a pool's own loss)."""
     init = table[table["step"] == 0]["probe"].mean()
+    if table["probe"].max() <= init:  # no pool improved the probe: no common score to reach
+        return {"threshold": float("nan"), "steps_predictable": float("nan"), "steps_reverse": float("nan"),
+                "ratio": float("nan")}
     threshold = init + 0.5 * (table["probe"].max() - init)
     steps = {pool: [curves.steps_to_reach(g["step"], g["probe"], threshold) for _, g in
                     table[table["pool"] == pool].groupby("seed")] for pool in POOLS}
