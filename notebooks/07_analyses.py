@@ -26,7 +26,8 @@
 # 3. **Loss landscapes** - the pretraining loss on the trajectory's PCA plane (the authors' figure) and on
 #    filter-normalised random directions (Li et al. 2018); roughness = std of the residual after a quadratic fit.
 # 4. **Scaling** - grating accuracy vs encoder width (>= 10x parameters) for POYO-CAP's pool, the mixed pool and
-#    scratch at fixed steps; slope per decade of parameters.
+#    scratch at fixed steps, slope per decade of parameters; and vs the number of pretraining neurons as
+#    unpredictable neurons are added to POYO-CAP's pool (the paper's "scaling collapse").
 # 5. **Dose-response** (beyond the paper) - pretraining on neurons binned by kurtosis, windows matched.
 # 6. **Transfer mechanism** - relative weight change per encoder module in fine-tuning, the readout bias norm vs
 #    scratch, CKA between pretrained and fine-tuned latents.
@@ -80,13 +81,17 @@ png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "07_landscapes")
 result.scaling.round(3)
 
 # %%
+result.neurons.round(3)
+
+# %%
 result.dose.round(3)
 
 # %%
 result.transfer.round(4)
 
 # %%
-fig = plotting_analyses.plot_scaling_dose_transfer(result.scaling, result.dose, result.transfer, cfg.data.source)
+fig = plotting_analyses.plot_scaling_dose_transfer(result.scaling, result.dose, result.transfer, cfg.data.source,
+                                                   result.neurons)
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "07_scaling_dose_transfer")
 
 # %% [markdown]

@@ -53,10 +53,17 @@ def plot_landscapes(surfaces: dict, source: str) -> plt.Figure:
 
 
 def plot_scaling_dose_transfer(scaling: pd.DataFrame, dose: pd.DataFrame, transfer: pd.DataFrame,
-                               source: str) -> plt.Figure:
-    """Grating accuracy vs encoder parameters per condition; vs the median kurtosis of the pretraining neurons;
-    relative encoder weight change in fine-tuning per pretraining condition."""
-    fig, (a, b, c) = plt.subplots(1, 3, figsize=(14, 3.8))
+                               source: str, neurons: pd.DataFrame | None = None) -> plt.Figure:
+    """Grating accuracy vs encoder parameters per condition and vs pretraining ROIs (unpredictable neurons added);
+    vs the median kurtosis of the pretraining neurons; relative encoder weight change in fine-tuning per
+    pretraining condition."""
+    fig, (a, n_ax, b, c) = plt.subplots(1, 4, figsize=(18, 3.8))
+    if neurons is not None and len(neurons):
+        m = neurons.groupby("rois")["accuracy"].mean()
+        n_ax.plot(m.index, m.values, "o-", color="#8172b2")
+        n_ax.set_xscale("log")
+    n_ax.set_xlabel("pretraining ROIs (POYO-CAP pool + unpredictable)")
+    n_ax.set_ylabel("test accuracy (gratings)")
     for cond, g in scaling.groupby("condition", sort=False):
         m = g.groupby("encoder_params")["accuracy"].mean()
         a.plot(m.index, m.values, "o-", label=cond)

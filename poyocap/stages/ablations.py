@@ -153,13 +153,16 @@ def pool_sizes(name: str, recs: Sequence[Recording], n_windows: int) -> dict[str
 
 
 # ------------------------------------------------------------------------------------------------------ rows
-class _Runner:
+class AblationRunner:
     """Runs the rows; caches pretrainings (one serves every row with the same pool and objective) and CEBRA fits."""
 
     def __init__(self, cfg: Config, recordings: Sequence[Recording], progress: bool, force: bool) -> None:
         self.cfg, self.recordings, self.progress, self.force = cfg, list(recordings), progress, force
         self.partition = load_partition(cfg)
         self.pools = ablation_pools(cfg, recordings, self.partition)
+        split = make_pools(recordings, self.partition.predictable_lines)  # whole pools (before size matching)
+        by_id = {r.session_id: r for r in recordings}
+        self.pools_full = {"reverse": [by_id[s] for s in split.reverse]}
         self.base: dict[str, FinetuneSetup] = {}
         self.pretrained: dict[tuple, PretrainRun] = {}
         self.cebra: dict[tuple[str, int], tuple[Pool, np.ndarray]] = {}
@@ -240,7 +243,7 @@ def ablation_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
     if recordings is None:
         recordings = load_recordings(cfg, progress=progress)
     seeds = tuple(cfg.eval.seeds) if extended else tuple(cfg.eval.seeds[:1])
-    runner = _Runner(acfg, recordings, progress, force)
+    runner = AblationRunner(acfg, recordings, progress, force)
     rows, items = [], {}
     for seed in seeds:
         for method in ABLATIONS:

@@ -27,8 +27,8 @@ from ..methods import ABLATIONS, get_method
 from ..model.encoder import CalciumEncoder
 from ..model.pretrain import TwinMaskedPretrainer
 from ..repro import seed_everything
-from ..train import eval_batches
-from .ablations import _Runner, ablation_config
+from .ablations import AblationRunner, ablation_config
+from .analyses_runs import dose_response_table, neuron_scaling_table, scaling_table
 from .common import load_recordings, subsample
 from .pretrain import PretrainRun, PretrainStage, pool_datasets
 
@@ -44,6 +44,7 @@ class AnalysesStage:
     surfaces: dict = field(default_factory=dict)  # (pool, plane) -> (alphas, betas, surface, path or None)
     scaling: pd.DataFrame | None = None
     dose: pd.DataFrame | None = None
+    neurons: pd.DataFrame | None = None
     transfer: pd.DataFrame | None = None
 
 
@@ -69,7 +70,7 @@ def _snapshots(cfg: Config, run: PretrainRun, n_units: int, seed: int) -> list[t
     return out
 
 
-def fisher_rows(cfg: Config, runner: _Runner, seed: int, n_samples: int) -> list[dict[str, Any]]:
+def fisher_rows(cfg: Config, runner: AblationRunner, seed: int, n_samples: int) -> list[dict[str, Any]]:
     """Empirical Fisher trace of the pretraining loss per window, each pool's data, at the shared random init and
     at each pool's own pretrained encoder (eval mode: no dropout noise in the gradient)."""
     rows = []
@@ -108,7 +109,7 @@ def linear_fisher_table(cfg: Config, recordings: Sequence[Recording], partition:
             .rename(columns={"count": "sessions"}))
 
 
-def _downstream_probe_sets(cfg: Config, runner: _Runner) -> tuple[Any, Any, Any, UnitVocab]:
+def _downstream_probe_sets(cfg: Config, runner: AblationRunner) -> tuple[Any, Any, Any, UnitVocab]:
     """The common downstream probe: grating windows of the downstream mice (train, at most 600, and test), their
     pool (for the response-profile unit init every encoder gets) and vocabulary (downstream units only)."""
     setup = runner.setup("gratings")
@@ -136,7 +137,7 @@ def downstream_probe(cfg: Config, encoder: CalciumEncoder, probe_sets: tuple[Any
     return per_session_probe(latent_features(enc, train), latent_features(enc, test))
 
 
-def efficiency_table(cfg: Config, runner: _Runner, seeds: Sequence[int]) -> pd.DataFrame:
+def efficiency_table(cfg: Config, runner: AblationRunner, seeds: Sequence[int]) -> pd.DataFrame:
     """Downstream probe accuracy at every weight snapshot of each pool's pretraining (step 0 = the init)."""
     rows = []
     for seed in seeds:
@@ -166,7 +167,7 @@ def efficiency_summary(table: pd.DataFrame) -> dict[str, Any]:
             **ratio}
 
 
-def landscape_surfaces(cfg: Config, runner: _Runner, seed: int, grid: int, span: float = 1.0
+def landscape_surfaces(cfg: Config, runner: AblationRunner, seed: int, grid: int, span: float = 1.0
                        ) -> dict[tuple[str, str], tuple]:
     """Each pool's pretraining loss (a fixed batch of its held-out windows, eval mode) on the trajectory-PCA plane
     and on a filter-normalised random plane through its final weights."""
@@ -192,70 +193,7 @@ def landscape_surfaces(cfg: Config, runner: _Runner, seed: int, grid: int, span:
     return out
 
 
-def scaling_table(cfg: Config, recordings: Sequence[Recording], dims: Sequence[int], seeds: Sequence[int],
-                  progress: bool) -> pd.DataFrame:
-    """Downstream grating accuracy vs encoder width (same depth, heads and steps) for POYO-CAP's pool, the mixed
-    pool (size-matched) and scratch."""
-    rows = []
-    for dim in dims:
-        dcfg = cfg.with_overrides(encoder={"dim": dim})
-        runner = _Runner(dcfg, recordings, progress, force=False)
-        for seed in seeds:
-            for name in ("POYO-CAP", "Mixed SSL (size-matched)", "Scratch (downstream)"):
-                method = next(m for m in ABLATIONS if m.name == name)
-                metrics, _ = runner.run(method, "gratings", seed)
-                n_params = sum(p.numel() for n, p in CalciumEncoder(dcfg.encoder, 1).named_parameters()
-                               if not n.startswith("unit_emb"))
-                rows.append({"condition": name, "dim": dim, "encoder_params": n_params, "seed": seed,
-                             "accuracy": metrics["accuracy"]})
-    return pd.DataFrame(rows)
-
-
-def kurtosis_pools(recordings: Sequence[Recording], runner: _Runner, n_bins: int) -> dict[str, list[Recording]]:
-    """Neurons of non-downstream mice split into ``n_bins`` equal-count bins of their kurtosis (Pearson), each bin
-    as a pool of recordings restricted to its neurons."""
-    from .ablations import subset_units
-
-    excluded = {r.session_id for r in runner.pools["in_domain"]}
-    recs = [r for r in recordings if r.session_id not in excluded]
-    stats = filtering.neuron_statistics(recs)
-    stats = stats[stats["ok"]]
-    edges = np.quantile(stats["kurtosis"], np.linspace(0, 1, n_bins + 1))
-    bins = np.clip(np.searchsorted(edges, stats["kurtosis"], side="right") - 1, 0, n_bins - 1)
-    pools = {}
-    for k in range(n_bins):
-        units = set(stats["unit_id"][bins == k])
-        pool = []
-        for r in recs:
-            keep = [i for i, u in enumerate(r.unit_ids) if u in units]
-            if keep:
-                pool.append(subset_units(r, np.asarray(keep)))
-        pools[f"kurtosis_q{k}"] = (pool, float(np.median(stats["kurtosis"][bins == k])))
-    return pools
-
-
-def dose_response_table(cfg: Config, recordings: Sequence[Recording], runner: _Runner, n_bins: int,
-                        seeds: Sequence[int]) -> pd.DataFrame:
-    """Pretrain on each kurtosis bin (training windows matched to the smallest bin), fine-tune the grating decoder."""
-    from ..methods import Method
-
-    pools = kurtosis_pools(recordings, runner, n_bins)
-    for name, (pool, _) in pools.items():
-        runner.pools[name] = pool
-    target = min(len(pool_datasets(cfg, pool)[1]["train"]) for pool, _ in pools.values())
-    rows = []
-    for seed in seeds:
-        for name, (pool, med) in pools.items():
-            method = Method(f"Dose: {name}", name, "unpredictable lines (downstream mice)", init="pretrained",
-                            tasks=("gratings",), options={"pool": name})
-            runner.pretrain(method, seed, target_windows=target)
-            metrics, _ = runner.run(method, "gratings", seed)
-            rows.append({"bin": name, "median_kurtosis": med, "rois": sum(r.n_units for r in pool), "seed": seed,
-                         "accuracy": metrics["accuracy"]})
-    return pd.DataFrame(rows)
-
-
-def transfer_table(cfg: Config, runner: _Runner, seed: int) -> pd.DataFrame:
+def transfer_table(cfg: Config, runner: AblationRunner, seed: int) -> pd.DataFrame:
     """Per pretrained row of the ablation table (gratings): relative change of each encoder module in fine-tuning,
     the readout's bias norm relative to the scratch model's, and the linear CKA of pretrained vs fine-tuned latents
     (both with the fine-tuned unit embeddings, so only the trunk differs)."""
@@ -304,8 +242,9 @@ def _latent_cka(before: CalciumEncoder, after: CalciumEncoder, run: PretrainRun,
 
 
 #: reduced grids of the quick (non-extended) notebook 07, and the full ones
-GRIDS = {"quick": {"dims": (16, 32, 64), "bins": 3, "landscape": 7, "fisher_samples": 24},
-         "extended": {"dims": (16, 32, 64, 128), "bins": 5, "landscape": 15, "fisher_samples": 64}}
+GRIDS = {"quick": {"dims": (16, 32, 64), "bins": 3, "landscape": 7, "fisher_samples": 24, "fractions": (0, 1, 2)},
+         "extended": {"dims": (16, 32, 64, 128), "bins": 5, "landscape": 15, "fisher_samples": 64,
+                      "fractions": (0, 0.5, 1, 2, 4)}}
 
 
 def analyses_stage(cfg: Config, recordings: Sequence[Recording] | None = None, extended: bool = False,
@@ -316,7 +255,7 @@ def analyses_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
     acfg = ablation_config(cfg, extended)
     grid = GRIDS["extended" if extended else "quick"]
     seeds = tuple(cfg.eval.seeds) if extended else tuple(cfg.eval.seeds[:1])
-    runner = _Runner(acfg, recordings, progress, force=False)
+    runner = AblationRunner(acfg, recordings, progress, force=False)
     out = AnalysesStage(acfg)
     fisher_df = pd.DataFrame([r for s in seeds for r in fisher_rows(acfg, runner, s, grid["fisher_samples"])])
     out.fisher_curves = linear_fisher_table(acfg, recordings, runner.partition, (2, 4, 8, 16), n_trials=12)
@@ -324,6 +263,7 @@ def analyses_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
     out.surfaces = landscape_surfaces(acfg, runner, seeds[0], grid["landscape"])
     out.scaling = scaling_table(acfg, recordings, grid["dims"], seeds, progress)
     out.dose = dose_response_table(acfg, recordings, runner, grid["bins"], seeds)
+    out.neurons = neuron_scaling_table(acfg, runner, grid["fractions"], seeds)
     out.transfer = transfer_table(acfg, runner, seeds[0])
     out.rows = summary_rows(out, fisher_df)
     return out
@@ -342,18 +282,33 @@ def summary_rows(stage: AnalysesStage, fisher_df: pd.DataFrame) -> list[dict[str
         rows.append(_row(f"Fisher information per data point ({enc})", f"{p:.3g} vs {r:.3g} ({p / r:.2f}x)",
                          "64.51 vs 33.47 (1.93x)", "authors' reading: mean over windows of ||grad_theta L_pretrain||^2,"
                          " predictable vs size-matched unpredictable (reverse) pool"))
-    lf = stage.fisher_curves.pivot(index="neurons", columns="group", values="mean").dropna()
-    if len(lf):
-        n = int(lf.index.max())
-        p, u = lf.loc[n, "predictable"], lf.loc[n, "unpredictable"]
+    lf = stage.fisher_curves
+    wide = lf.pivot(index="neurons", columns="group", values="mean").dropna()
+    # the largest neuron count that at least half of each group's sessions can supply (small interneuron sessions
+    # drop out at large counts, and a mean over the few that remain describes those sessions, not the group)
+    most = lf.groupby("group")["sessions"].transform("max")
+    supported = lf[lf["sessions"] >= 0.5 * most].groupby("neurons")["group"].nunique()
+    counts = [n for n in wide.index if supported.get(n, 0) == 2]
+    if counts:
+        n = int(max(counts))
+        p, u = wide.loc[n, "predictable"], wide.loc[n, "unpredictable"]
+        every = "; ".join(f"{int(k)}: {r.predictable:.3g} vs {r.unpredictable:.3g}" for k, r in wide.iterrows())
         rows.append(_row(f"Linear Fisher information, direction 0 vs 45 deg ({n} neurons)",
-                         f"{p:.3g} vs {u:.3g} rad^-2 ({p / u:.2f}x)", "-", "bias-corrected (Kanitscheider et al. "
-                         "2015), 12 trials per direction, mean dF/F 0-1 s, mean over sessions and 10 neuron draws"))
+                         f"{p:.3g} vs {u:.3g} rad^-2 ({p / u:.2f}x); by neuron count {every}", "-",
+                         "bias-corrected (Kanitscheider et al. 2015), <= 12 trials per direction, mean dF/F 0-1 s, "
+                         "mean over sessions and 10 neuron draws; the largest count >= half of each group's "
+                         "sessions supply"))
     eff = efficiency_summary(stage.efficiency)
+    last = int(stage.efficiency["step"].max())
+
+    def steps(v: float) -> str:
+        return f"{v:.0f} steps" if np.isfinite(v) else f"not reached in {last} steps"
+
     rows.append(_row("Training efficiency (steps to a common downstream probe score)",
-                     f"{eff['steps_predictable']:.0f} vs {eff['steps_reverse']:.0f} steps "
-                     f"({eff['ratio']:.2f}x)", "1.98x", f"steps to grating probe accuracy {eff['threshold']:.3f} "
-                     "(halfway from init to the best), reverse / predictable"))
+                     f"predictable {steps(eff['steps_predictable'])}, reverse {steps(eff['steps_reverse'])} "
+                     f"(ratio reverse / predictable {eff['ratio']:.2f})", "1.98x",
+                     f"steps to grating probe accuracy {eff['threshold']:.3f} (halfway from the init's to the best, "
+                     "snapshots every 50 steps, linear interpolation)"))
     for plane in ("trajectory PCA", "filter-normalised random"):
         sig = {pool: landscape.roughness(z, a, b) for (pool, pl), (a, b, z, _) in stage.surfaces.items()
                if pl == plane}
@@ -370,6 +325,15 @@ def summary_rows(stage: AnalysesStage, fisher_df: pd.DataFrame) -> list[dict[str
                          f"({g['encoder_params'].min()}-{g['encoder_params'].max()} params)",
                          "0.018 (predictable) vs 0.005-0.013", "grating accuracy vs log10(encoder parameters), "
                          "same steps"))
+    n = stage.neurons
+    if n is not None and len(n):
+        fit = curves.slope_per_decade(n["rois"], n["accuracy"])
+        rows.append(_row("Scaling with pretraining neurons (unpredictable added)",
+                         f"{fit['slope']:+.3f} per decade of ROIs ({n['rois'].min()}-{n['rois'].max()} ROIs; "
+                         + ", ".join(f"{r.pool} {r.accuracy:.3f}" for r in n.groupby('pool', sort=False)
+                                     .mean(numeric_only=True).reset_index().itertuples()) + ")",
+                         "'scaling collapse': accuracy falls as unpredictable neurons are added",
+                         "grating accuracy vs log10(pretraining ROIs), POYO-CAP's pool + unpredictable neurons"))
     trend = curves.monotone_trend(stage.dose["median_kurtosis"], stage.dose["accuracy"])
     rows.append(_row("Regularity dose-response", f"Spearman rho {trend['rho']:+.2f} (p {trend['p']:.2f})",
                      "- (claim predicts rho < 0)", "grating accuracy vs median kurtosis of the pretraining "
