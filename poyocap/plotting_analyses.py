@@ -35,11 +35,13 @@ def plot_information_and_efficiency(fisher_curves: pd.DataFrame, efficiency: pd.
 
 
 def plot_landscapes(surfaces: dict, source: str) -> plt.Figure:
-    """Contour plots of each (pool, plane) loss surface; the trajectory drawn on its PCA plane."""
+    """Each (pool, plane) loss surface as a contour plot (top; the trajectory drawn on its PCA plane) and as a 3-D
+    surface (bottom)."""
     keys = sorted(surfaces)
-    fig, axes = plt.subplots(1, len(keys), figsize=(3.6 * len(keys), 3.4), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    fig = plt.figure(figsize=(3.8 * len(keys), 7))
+    for i, key in enumerate(keys):
         a, b, z, path = surfaces[key]
+        ax = fig.add_subplot(2, len(keys), i + 1)
         cs = ax.contourf(a, b, z.T, levels=20, cmap="viridis")
         fig.colorbar(cs, ax=ax, shrink=0.8)
         if path is not None:
@@ -47,6 +49,13 @@ def plot_landscapes(surfaces: dict, source: str) -> plt.Figure:
         ax.set_title(f"{key[0]} pool\n{key[1]}", fontsize=9)
         ax.set_xlabel("direction 1")
         ax.set_ylabel("direction 2")
+        ax3 = fig.add_subplot(2, len(keys), len(keys) + i + 1, projection="3d")
+        aa, bb = np.meshgrid(a, b, indexing="ij")
+        ax3.plot_surface(aa, bb, z, cmap="viridis", linewidth=0, antialiased=False)
+        ax3.set_xlabel("dir. 1", fontsize=7)
+        ax3.set_ylabel("dir. 2", fontsize=7)
+        ax3.set_zlabel("loss", fontsize=7)
+        ax3.tick_params(labelsize=6)
     synthetic_label(fig, source)
     fig.tight_layout()
     return fig
