@@ -122,9 +122,15 @@ def _fit(recordings: Sequence[Recording], splits: Sequence[SessionSplit], settin
         curve = np.mean(curves, axis=0)
     else:
         raise ValueError(f"CEBRA mode must be 'behavior' or 'time', got {settings.mode!r}")
+    return embedded_recordings(recordings, embedded), curve
+
+
+def embedded_recordings(recordings: Sequence[Recording], embeddings: Sequence[np.ndarray]) -> list[Recording]:
+    """Each recording with its dF/F replaced by its embedding ``(T, d)``: units ``<session>/cebra<k>``, the
+    session's frame validity and stimuli kept."""
     out = []
-    for r, z in zip(recordings, embedded):
+    for r, z in zip(recordings, embeddings):
         ids = [f"{r.session_id}/cebra{k}" for k in range(z.shape[1])]
         out.append(dataclasses.replace(r, dff=np.asarray(z, dtype=np.float32), unit_ids=ids, valid=r.valid,
                                        roi_valid=None))
-    return out, curve
+    return out

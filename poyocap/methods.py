@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 Init = Literal["pretrained", "scratch", "none"]
 
@@ -130,12 +130,14 @@ ABLATIONS: tuple[Method, ...] = (
 REFERENCE_METHOD = "POYO-CAP"
 
 
-def get_method(name: str) -> Method:
-    """The registered method called ``name``."""
-    for method in METHODS:
+def get_method(name: str, registry: Sequence[Method] | None = None) -> Method:
+    """The method called ``name`` in ``registry`` (default: the main table's :data:`METHODS`; or
+    :data:`ABLATIONS`)."""
+    registry = METHODS if registry is None else registry
+    for method in registry:
         if method.name == name:
             return method
-    raise KeyError(f"no method {name!r}; registered: {', '.join(m.name for m in METHODS)}")
+    raise KeyError(f"no method {name!r}; registered: {', '.join(m.name for m in registry)}")
 
 
 def methods_for(task: str, role: str | None = None) -> list[Method]:

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..config import EncoderConfig
-from .encoder import CalciumEncoder
+from .encoder import CalciumEncoder, grown_embedding
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,9 @@ class MLPEncoder(nn.Module):
 
     def register_units(self, n_new: int) -> range:
         """Append ``n_new`` freshly initialised unit rows; existing rows are kept."""
-        old = self.unit_emb.weight.data
-        new = torch.empty(n_new, old.shape[1], device=old.device, dtype=old.dtype)
-        nn.init.trunc_normal_(new, 0, 0.02)
-        emb = nn.Embedding(old.shape[0] + n_new, old.shape[1]).to(old.device, old.dtype)
-        emb.weight.data = torch.cat([old, new])
-        self.unit_emb = emb
-        return range(old.shape[0], old.shape[0] + n_new)
+        n_old = self.n_units
+        self.unit_emb = grown_embedding(self.unit_emb, n_new)
+        return range(n_old, n_old + n_new)
 
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
         """``batch``: values (B, T, U), unit_index (B, U), mask (B, T, U), times (B, T) -> Z_1, Z_L (B, L, D) and

@@ -80,6 +80,12 @@ class TokenCrossAttention(nn.Module):
         var = (p_c * p_c).mean(), (q_c * p_c).mean(-1), (q_c * q_c).mean(-1)
         return kvp, kvq, kvb, var[0], torch.stack(var[1:], dim=-1)
 
+    def _inverse_scale(self, v: Tensor, a: Tensor, bc: Tensor, unit_pos: Tensor) -> Tensor:
+        """``1 / s(v, u)`` of every token ``(B, T, U)``: the LayerNorm scale (module docstring) from the values ``v``
+        and the per-unit coefficients of :meth:`_token_parts`."""
+        bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
+        return torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)
+
     def forward(self, latents: Tensor, lat_t: Tensor, values: Tensor, unit_pos: Tensor, unit_table: Tensor,
                 frame_t: Tensor, mask: Tensor, rot: RotaryTime) -> Tensor:
         """Grid form: tokens are every (frame t, unit u) of a window.
@@ -97,8 +103,7 @@ class TokenCrossAttention(nn.Module):
         kb, vb = kvb.view(2, h, e)
         kq, vq = kvq[unit_pos].view(b, -1, 2, h, e).permute(2, 0, 3, 1, 4)  # each (B, H, U, e)
         v = values.to(kvq.dtype)  # (B, T, U)
-        bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
-        inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U) LayerNorm scale
+        inv = self._inverse_scale(v, a, bc, unit_pos)  # (B, T, U)
         q = self.attn.project_queries(latents)  # (B, H, L, e)
         # Rotary acts on the first r dims of each head only. For those: q_l . rot(s_t) k == rot(tau_l - s_t) q_l . k,
         # which depends on the frame t; the other e - r dims do not, so they are computed once per (l, u).
@@ -144,8 +149,7 @@ class TokenCrossAttention(nn.Module):
         h, e = self.heads, self.head_dim
         kvp, kvq, kvb, a, bc = self._token_parts(unit_table)
         v = values.to(kvq.dtype)
-        bu, cu = bc[unit_pos].unbind(-1)  # (B, U)
-        inv = torch.rsqrt(v * v * a + 2 * v * bu[:, None] + cu[:, None] + self.eps)  # (B, T, U)
+        inv = self._inverse_scale(v, a, bc, unit_pos)  # (B, T, U)
         kv = inv[..., None] * (v[..., None] * kvp + kvq[unit_pos][:, None]) + kvb  # (B, T, U, 2 H e)
         k, val = kv.view(b, n_t * n_u, 2, h, e).permute(2, 0, 3, 1, 4)  # each (B, H, T*U, e)
         q = self.attn.project_queries(latents)
@@ -175,6 +179,16 @@ class TokenCrossAttention(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ encoder
+def grown_embedding(emb: nn.Embedding, n_new: int) -> nn.Embedding:
+    """``emb`` with ``n_new`` rows appended (truncated normal, SD 0.02, as the initial table); old rows kept."""
+    old = emb.weight.data
+    new = torch.empty(n_new, old.shape[1], device=old.device, dtype=old.dtype)
+    nn.init.trunc_normal_(new, 0, 0.02)
+    grown = nn.Embedding(old.shape[0] + n_new, old.shape[1]).to(old.device, old.dtype)
+    grown.weight.data = torch.cat([old, new])
+    return grown
+
+
 class CalciumEncoder(nn.Module):
     """POYO+ calcium encoder.
 
@@ -203,13 +217,9 @@ class CalciumEncoder(nn.Module):
 
     def register_units(self, n_new: int) -> range:
         """Append ``n_new`` freshly initialised unit embeddings (fine-tuning); existing rows are kept as is."""
-        old = self.unit_emb.weight.data
-        new = torch.empty(n_new, old.shape[1], device=old.device, dtype=old.dtype)
-        nn.init.trunc_normal_(new, 0, 0.02)
-        emb = nn.Embedding(old.shape[0] + n_new, old.shape[1]).to(old.device, old.dtype)
-        emb.weight.data = torch.cat([old, new])
-        self.unit_emb = emb
-        return range(old.shape[0], old.shape[0] + n_new)
+        n_old = self.n_units
+        self.unit_emb = grown_embedding(self.unit_emb, n_new)
+        return range(n_old, n_old + n_new)
 
     def latent_times(self, window_s: float, batch: int, device: torch.device) -> Tensor:
         """Latent timestamps ``(B, L)``: step centres spread evenly over the window, ``latents_per_step`` each."""

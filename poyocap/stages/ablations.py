@@ -21,18 +21,18 @@ import numpy as np
 import pandas as pd
 
 from .. import filtering, paths
-from ..cebra_embed import CebraSettings, fit_cebra
+from ..cebra_embed import CebraSettings, embedded_recordings, fit_cebra
 from ..config import Config, stable_digest
 from ..data.recording import Recording
 from ..data.splits import build_splits, make_pools
 from ..evaluate import mean_ci, paired_bootstrap, paired_t
-from ..methods import ABLATIONS, Method
+from ..methods import ABLATIONS, Method, get_method
 from ..plotting import save_table
 
 from .common import artifact_dir, load_cached, load_recordings, table_header
 from .filtering import load_partition
 from .finetune import FinetuneSetup, Pool, finetune_setup, reference_result, run_method, time_shuffled
-from .pretrain import PretrainRun, PretrainStage, pool_datasets, pretrain_run
+from .pretrain import PRETRAIN_STRIDE_S, PretrainRun, PretrainStage, pool_datasets, pretrain_run
 
 #: fraction of the pretraining and fine-tuning steps of every row in the quick (non-extended) table: 15 rows and 8
 #: pretrainings must fit the demo's 10 minutes on 2 cores
@@ -136,7 +136,7 @@ def pool_data(cfg: Config, recs: Sequence[Recording], target_windows: int = 0): 
     vocab, data = pool_datasets(cfg, recs)
     n = len(data["train"])
     if target_windows and n < target_windows:
-        vocab, data = pool_datasets(cfg, recs, stride_s=0.25 * n / target_windows * 0.95)
+        vocab, data = pool_datasets(cfg, recs, stride_s=PRETRAIN_STRIDE_S * n / target_windows * 0.95)
     if target_windows and len(data["train"]) > target_windows:
         train = data["train"]
         keep = np.zeros(len(train.table), bool)
@@ -160,9 +160,6 @@ class AblationRunner:
         self.cfg, self.recordings, self.progress, self.force = cfg, list(recordings), progress, force
         self.partition = load_partition(cfg)
         self.pools = ablation_pools(cfg, recordings, self.partition)
-        split = make_pools(recordings, self.partition.predictable_lines)  # whole pools (before size matching)
-        by_id = {r.session_id: r for r in recordings}
-        self.pools_full = {"reverse": [by_id[s] for s in split.reverse]}
         self.base: dict[str, FinetuneSetup] = {}
         self.pretrained: dict[tuple, PretrainRun] = {}
         self.cebra: dict[tuple[str, int], tuple[Pool, np.ndarray]] = {}
@@ -171,8 +168,8 @@ class AblationRunner:
 
     def setup(self, task: str) -> FinetuneSetup:
         if task not in self.base:
-            empty = PretrainStage([], pd.DataFrame(), pd.DataFrame(), 0)
-            self.base[task] = finetune_setup(self.cfg, task, self.recordings, self.progress, pretrain=empty)
+            self.base[task] = finetune_setup(self.cfg, task, self.recordings, self.progress,
+                                             pretrain=PretrainStage.of([]))
         return self.base[task]
 
     def pretrain(self, method: Method, seed: int, target_windows: int | None = None) -> PretrainRun:
@@ -216,23 +213,26 @@ class AblationRunner:
                 np.savez(out / "embedding.npz", curve=curve, **{f"s{k}": r.dff for k, r in enumerate(recs)})
             else:
                 dffs, curve = cached
-                recs = [dataclasses.replace(r, dff=z, unit_ids=[f"{r.session_id}/cebra{j}" for j in range(z.shape[1])],
-                                            valid=r.valid, roi_valid=None) for r, z in zip(down, dffs)]
+                recs = embedded_recordings(down, dffs)
             self.cebra[(mode, seed)] = (recs, curve)
         recs, curve = self.cebra[(mode, seed)]
         table = self.setup(task).task.windows(recs)
         return Pool(recs, table), curve
 
-    def run(self, method: Method, task: str, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+    def row_setup(self, method: Method, task: str, seed: int) -> FinetuneSetup:
+        """The task's setup as ``method`` sees it: its pretrained encoder, its input (CEBRA embeddings)."""
         setup = dataclasses.replace(self.setup(task))
         if method.init == "pretrained":
-            setup.pretrain = PretrainStage([self.pretrain(method, seed)], pd.DataFrame(), pd.DataFrame(), 0)
+            setup.pretrain = PretrainStage.of([self.pretrain(method, seed)])
         source = method.options.get("input", "")
         if source.startswith("cebra_"):
             pool, _ = self.cebra_pool(source.removeprefix("cebra_"), seed, task)
             setup.downstream = setup.everyone = pool
             setup.key = dict(setup.key, cebra_budget=CEBRA_BUDGET.get(self.cfg.scale))
-        res = run_method(setup, method, seed, self.force, self.progress)
+        return setup
+
+    def run(self, method: Method, task: str, seed: int) -> tuple[dict[str, Any], np.ndarray]:
+        res = run_method(self.row_setup(method, task, seed), method, seed, self.force, self.progress)
         return res.metrics, res.per_item
 
 
@@ -263,14 +263,14 @@ def ablation_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
 def _references(cfg: Config, recordings: Sequence[Recording], progress: bool) -> pd.DataFrame:
     """The main table's per-session linear references and the mean-frame floor on the same test windows (cached by
     notebooks 04-05 at the config's own budget: references have no steps)."""
-    from ..methods import get_method
     from .finetune import floor_result
 
     rows = []
-    empty = PretrainStage([], pd.DataFrame(), pd.DataFrame(), 0)
+    setups = {task: finetune_setup(cfg, task, recordings, progress, pretrain=PretrainStage.of([]))
+              for task in ("movie", "gratings")}
     for task, name in (("movie", "Reference: ridge (per session)"), ("gratings", "Reference: logistic (per session)"),
                        ("movie", "Mean-frame predictor")):
-        setup = finetune_setup(cfg, task, recordings, progress, pretrain=empty)
+        setup = setups[task]
         method = get_method(name)
         res = floor_result(setup, method) if method.role == "floor" else reference_result(setup, method, -1)
         if res is not None:

@@ -10,7 +10,7 @@ says so), and it comes from synthetic data at the demo scale.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from ..repro import seed_everything
 from .ablations import AblationRunner, ablation_config
 from .analyses_runs import dose_response_table, neuron_scaling_table, scaling_table
 from .common import load_recordings, subsample
-from .pretrain import PretrainRun, PretrainStage, pool_datasets
+from .pretrain import PretrainRun, pool_datasets
 
 POOLS = ("predictable", "reverse")  # the two pretraining pools every comparison uses (size-matched)
 
@@ -140,8 +140,8 @@ def downstream_probe(cfg: Config, encoder: CalciumEncoder, probe_sets: tuple[Any
 def efficiency_table(cfg: Config, runner: AblationRunner, seeds: Sequence[int]) -> pd.DataFrame:
     """Downstream probe accuracy at every weight snapshot of each pool's pretraining (step 0 = the init)."""
     rows = []
+    probe_sets = _downstream_probe_sets(cfg, runner)  # the same windows for every seed and pool
     for seed in seeds:
-        probe_sets = _downstream_probe_sets(cfg, runner)
         for pool in POOLS:
             run = runner.pretrain(_pool_method(pool), seed)
             n_units = run.encoder.n_units
@@ -211,9 +211,7 @@ def transfer_table(cfg: Config, runner: AblationRunner, seed: int) -> pd.DataFra
         if method.init != "pretrained" or "gratings" not in method.tasks or "decoder" in method.options:
             continue
         run = runner.pretrain(method, seed)
-        row_setup = replace(setup)
-        row_setup.pretrain = PretrainStage([run], pd.DataFrame(), pd.DataFrame(), 0)
-        path = row_setup.run_dir(method, seed) / "model.pt"
+        path = runner.row_setup(method, "gratings", seed).run_dir(method, seed) / "model.pt"
         if not path.exists():
             continue
         tuned = torch.load(path, map_location="cpu", weights_only=False)

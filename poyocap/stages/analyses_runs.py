@@ -12,7 +12,8 @@ import pandas as pd
 from .. import filtering
 from ..config import Config
 from ..data.recording import Recording
-from ..methods import ABLATIONS, Method
+from ..data.splits import make_pools
+from ..methods import ABLATIONS, Method, get_method
 from ..model.encoder import CalciumEncoder
 from .ablations import AblationRunner, match_units, subset_units
 from .pretrain import pool_datasets
@@ -26,12 +27,11 @@ def scaling_table(cfg: Config, recordings: Sequence[Recording], dims: Sequence[i
     for dim in dims:
         dcfg = cfg.with_overrides(encoder={"dim": dim})
         runner = AblationRunner(dcfg, recordings, progress, force=False)
+        n_params = sum(p.numel() for n, p in CalciumEncoder(dcfg.encoder, 1).named_parameters()
+                       if not n.startswith("unit_emb"))
         for seed in seeds:
             for name in ("POYO-CAP", "Mixed SSL (size-matched)", "Scratch (downstream)"):
-                method = next(m for m in ABLATIONS if m.name == name)
-                metrics, _ = runner.run(method, "gratings", seed)
-                n_params = sum(p.numel() for n, p in CalciumEncoder(dcfg.encoder, 1).named_parameters()
-                               if not n.startswith("unit_emb"))
+                metrics, _ = runner.run(get_method(name, ABLATIONS), "gratings", seed)
                 rows.append({"condition": name, "dim": dim, "encoder_params": n_params, "seed": seed,
                              "accuracy": metrics["accuracy"]})
     return pd.DataFrame(rows)
@@ -43,17 +43,19 @@ def neuron_scaling_table(cfg: Config, runner: AblationRunner, fractions: Sequenc
     pool's ROI count), all windows of every session kept - more neurons *and* more data; grating accuracy after
     fine-tuning. Fraction 0 is POYO-CAP's own pretraining."""
     predictable = runner.pools["predictable"]
+    split = make_pools(runner.recordings, runner.partition.predictable_lines)  # the whole reverse pool, unmatched
+    by_id = {r.session_id: r for r in runner.recordings}
+    reverse = [by_id[s] for s in split.reverse]
     n_pred = sum(r.n_units for r in predictable)
     rows = []
     for frac in fractions:
         name = "predictable" if frac == 0 else f"predictable+{frac:g}x_unpredictable"
-        if frac and "reverse" in runner.pools:
-            runner.pools[name] = predictable + match_units(runner.pools_full["reverse"], int(round(frac * n_pred)),
-                                                           cfg.seed)
+        if frac and reverse:
+            runner.pools[name] = predictable + match_units(reverse, int(round(frac * n_pred)), cfg.seed)
         elif frac:
             continue
         for seed in seeds:
-            method = (get_method_ablation("POYO-CAP") if frac == 0 else
+            method = (get_method("POYO-CAP", ABLATIONS) if frac == 0 else
                       Method(f"Neurons: {name}", name, "unpredictable lines (downstream mice)", init="pretrained",
                              tasks=("gratings",), options={"pool": name}))
             metrics, _ = runner.run(method, "gratings", seed)
@@ -61,10 +63,6 @@ def neuron_scaling_table(cfg: Config, runner: AblationRunner, fractions: Sequenc
                          "rois": sum(r.n_units for r in runner.pools[name]), "seed": seed,
                          "accuracy": metrics["accuracy"]})
     return pd.DataFrame(rows)
-
-
-def get_method_ablation(name: str):  # noqa: ANN201
-    return next(m for m in ABLATIONS if m.name == name)
 
 
 def kurtosis_pools(recordings: Sequence[Recording], runner: AblationRunner, n_bins: int) -> dict[str, list[Recording]]:

@@ -35,6 +35,8 @@ from .filtering import load_partition
 PRETRAIN_ARTIFACT_VERSION = 4  # 4: eval rows (collapse monitor) in metrics.csv
 #: std(Z_L) on held-out windows must keep at least this fraction of its value at initialisation.
 STD_RATIO_FLOOR = 0.5
+#: spacing of the pretraining windows (s)
+PRETRAIN_STRIDE_S = 0.25
 #: files a finished pretraining run leaves; all must exist for it to be reused
 RUN_FILES = ("encoder.pt", "metrics.csv", "evaluation.json")
 
@@ -61,6 +63,11 @@ class PretrainStage:
     pool: pd.DataFrame
     vocab_size: int
 
+    @classmethod
+    def of(cls, runs: Sequence[PretrainRun]) -> "PretrainStage":
+        """A stage holding only ``runs`` (the encoders fine-tuning starts from; no summary): the ablation rows."""
+        return cls(list(runs), pd.DataFrame(), pd.DataFrame(), 0)
+
 
 def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filtering.Partition
                   ) -> tuple[Pools, list[Recording], UnitVocab, dict[str, WindowDataset]]:
@@ -73,7 +80,7 @@ def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filte
     return pools, recs, vocab, data
 
 
-def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = 0.25
+def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = PRETRAIN_STRIDE_S
                   ) -> tuple[UnitVocab, dict[str, WindowDataset]]:
     """The unit vocabulary of ``recs`` and their pretraining datasets: ``train`` / ``val`` (pretraining windows of
     each split) and the probe datasets (grating and movie windows, train / test). Any pool of sessions can be
