@@ -27,7 +27,7 @@ seeds = None
 partition = "computed"  # "computed" (notebook 02's knee) or "paper" (the authors' four lines)
 
 # %%
-from poyocap import paths, plotting, stages
+from poyocap import paths, plotting, plotting_realism, stages
 
 cfg = stages.setup_notebook(scale, source, seeds, partition)
 
@@ -100,7 +100,7 @@ realism = stages.realism_stage(cfg, result.recordings)
 realism.comparison.round(3)
 
 # %%
-fig = plotting.plot_realism_ecdf(realism.cells, stages.realism.REAL_GROUP, cfg.data.source)
+fig = plotting_realism.plot_realism_ecdf(realism.cells, stages.realism.REAL_GROUP, cfg.data.source)
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_real_vs_synthetic")
 
 # %% [markdown]
@@ -110,13 +110,26 @@ png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_real_vs_synth
 realism.by_line.round(3)
 
 # %% [markdown]
+# **At the same SNR.** The medians above mix two things: how the cells' std/noise is spread, and what a cell of a
+# given std/noise looks like. Binned by std/noise (measured at the demo scale), the real cells have more events than the synthetic ones below
+# std/noise ~2, far heavier tails (kurtosis) once they are bright, and a pairwise correlation that *falls* with
+# brightness (dim real cells share more variance, as a shared contaminating signal would do), where the synthetic
+# correlation rises with it (it comes from coupled firing). These are the mechanisms still missing from the
+# generator (docs/calibration.md).
+
+# %%
+fig = plotting_realism.plot_by_snr(realism.by_snr, stages.realism.REAL_GROUP, cfg.data.source)
+png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_real_vs_synthetic_by_snr")
+realism.by_snr[["group", "snr_bin", "n_cells", "event_rate_hz", "kurtosis", "mean_corr", "ac_1frame"]].round(3)
+
+# %% [markdown]
 # ## Direction decodability vs number of cells
 # Logistic regression on each trial's mean dF/F over 0-1 s after onset, blocks of 8 trials, 70/30. The real
 # sample and the synthetic "ABO protocol" session (15 repeats per condition, 127 cells) have ~600 trials; the scale's
 # own sessions have fewer, which lowers their curves.
 
 # %%
-fig = plotting.plot_decodability(realism.decoding, stages.realism.REAL_GROUP, cfg.data.source)
+fig = plotting_realism.plot_decodability(realism.decoding, stages.realism.REAL_GROUP, cfg.data.source)
 png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "01_decodability")
 realism.decoding.pivot_table(index="group", columns="n_cells", values="accuracy").round(3)
 

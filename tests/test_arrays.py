@@ -166,3 +166,24 @@ def test_compare_cux2_applies_the_calibration_rule():
     assert not table.loc["mean_corr", "within_rule"]  # +0.05 > 0.04
     assert table.loc["noise_sd", "ratio"] == pytest.approx(1.0)
     assert not table.loc["skewness", "ranges_overlap"]  # constant 1.0 vs constant 1.2
+
+
+def test_by_snr_compares_cells_at_the_same_snr():
+    import pandas as pd
+
+    from poyocap.data.cellstats import STATISTICS
+    from poyocap.stages.realism import REAL_GROUP, by_snr
+
+    # real cells: events rise with SNR; synthetic: flat. Two bins each, one cell of another group to ignore
+    real = pd.DataFrame({s: [0.0] * 4 for s in STATISTICS} | {"snr": [1.1, 1.15, 2.5, 2.6],
+                                                                "event_rate_hz": [0.05, 0.07, 0.14, 0.16]})
+    syn = pd.DataFrame({s: [0.0] * 3 for s in STATISTICS} | {"snr": [1.1, 2.4, 2.8], "event_rate_hz": [0.1] * 3})
+    other = pd.DataFrame({s: [9.0] for s in STATISTICS} | {"snr": [1.1]})
+    cells = pd.concat([real.assign(group=REAL_GROUP), syn.assign(group="synthetic Cux2-CreERT2"),
+                       other.assign(group="synthetic Sst-IRES-Cre")], ignore_index=True)
+    table = by_snr(cells, bins=(0.0, 1.2, 2.2, 3.0)).set_index(["group", "snr_bin"])
+    assert len(table) == 4  # the empty (1.2, 2.2] bin is left out, the Sst cell is not counted
+    low, high = table.loc[(REAL_GROUP, "(0.0, 1.2]")], table.loc[(REAL_GROUP, "(2.2, 3.0]")]
+    assert low["event_rate_hz"] == pytest.approx(0.06) and high["event_rate_hz"] == pytest.approx(0.15)
+    assert low["n_cells"] == 2 and low["snr_median"] == pytest.approx(1.125)
+    assert table.loc[("synthetic Cux2-CreERT2", "(2.2, 3.0]"), "n_cells"] == 2

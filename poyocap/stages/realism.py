@@ -42,6 +42,7 @@ class Realism:
     comparison: pd.DataFrame  # per statistic: real median [p10, p90] beside synthetic Cux2, and the verdict
     by_line: pd.DataFrame  # median of every statistic per group
     decoding: pd.DataFrame  # accuracy vs cell count: real, synthetic ABO-protocol Cux2, synthetic lines (demo)
+    by_snr: pd.DataFrame  # medians per std/noise bin, real vs synthetic Cux2 (:func:`by_snr`)
 
 
 def _within(stat: str, synthetic: float, real: float) -> bool:
@@ -62,6 +63,21 @@ def compare_cux2(cells: pd.DataFrame, synthetic_group: str = "synthetic Cux2-Cre
                      "ratio": y["median"] / r["median"], "within_rule": _within(stat, y["median"], r["median"]),
                      "ranges_overlap": bool(overlap)})
     return pd.DataFrame(rows)
+
+
+#: std / noise bin edges of :func:`by_snr` (the real sample's cells spread over 1.0-5; ~10-40 cells per bin)
+SNR_BINS = (0.0, 1.2, 1.4, 1.7, 2.2, 3.0, float("inf"))
+
+
+def by_snr(cells: pd.DataFrame, groups: tuple[str, ...] = (REAL_GROUP, "synthetic Cux2-CreERT2"),
+           bins: tuple[float, ...] = SNR_BINS) -> pd.DataFrame:
+    """Median of every statistic per std/noise bin and group: compares real and synthetic cells *at the same SNR*,
+    which the overall medians cannot (they mix an SNR distribution with what each SNR does). One row per (group, bin)
+    with ``n_cells`` and the bin's median ``snr_median``; empty bins are left out."""
+    df = cells[cells["group"].isin(groups)].assign(snr_bin=lambda d: pd.cut(d["snr"], list(bins)))
+    grouped = df.groupby(["group", "snr_bin"], observed=True, sort=True)
+    out = grouped[list(STATISTICS)].median().rename(columns={"snr": "snr_median"})
+    return out.assign(n_cells=grouped.size()).reset_index().assign(snr_bin=lambda d: d["snr_bin"].astype(str))
 
 
 def abo_protocol_session(cfg: Config, line: str = "Cux2-CreERT2", n_cells: int = 127) -> Recording:
@@ -98,6 +114,7 @@ def realism_stage(cfg: Config, recordings: list[Recording], window_s: tuple[floa
         r = recordings[i]
         dec.append(direction_decodability(r, DECODING_CELLS, window_s).assign(group=f"synthetic {r.cre_line}"))
     decoding = pd.concat(dec, ignore_index=True)
+    snr_table = by_snr(cells)
     out = paths.results_dir(cfg.scale)
     note = ("real: 127 Cux2 cells of one Allen session (poyocap/data/reference/README.md); synthetic: SYNTHETIC DATA; "
             f"rule: median within x{RATIO_TOLERANCE} (mean_corr +-{CORR_TOLERANCE})")
@@ -106,7 +123,8 @@ def realism_stage(cfg: Config, recordings: list[Recording], window_s: tuple[floa
     save_table(decoding, out / "data_decodability", table_header(
         cfg, f"direction decodability, window {window}; n_trials per row (the real sample and the ABO-protocol "
              "session have ~600 trials, demo sessions fewer); " + note))
-    return Realism(cells, comparison, by_line, decoding)
+    save_table(snr_table, out / "data_real_vs_synthetic_by_snr", table_header(cfg, "medians per std/noise bin; " + note))
+    return Realism(cells, comparison, by_line, decoding, snr_table)
 
 
 # ------------------------------------------------------------------------------------------- your own dF/F
