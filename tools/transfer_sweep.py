@@ -38,7 +38,7 @@ from decoder_sweep import demo_lines, parse
 
 
 def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, encoder_path: Path | None,
-             keep_pretrained_units: bool) -> str:
+             keep_pretrained_units: bool, device: str = "cpu", eval_every: int = 100) -> str:
     """Fine-tune one decoder (from ``encoder_path`` or random init); the validation curve as text."""
     task = get_task(task_name, cfg)
     table = task.windows(down)
@@ -65,7 +65,7 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
         return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
 
     opt = dataclasses.replace(cfg.finetune.optim, steps=steps)
-    res = train(model, train_ds, opt, TrainSettings(eval_every=100, checkpoint_every=0), seed=seed, device="cpu",
+    res = train(model, train_ds, opt, TrainSettings(eval_every=eval_every, checkpoint_every=0), seed=seed, device=device,
                 eval_fn=val_score, select_key="val_score", progress=False)
     ev = res.history[res.history.kind == "eval"]
     return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
@@ -81,7 +81,10 @@ def main() -> None:
     ap.add_argument("--scratch", action="store_true", help="also fine-tune from random init (same seed, steps)")
     ap.add_argument("--keep-pretrained-units", action="store_true",
                     help="units present in the pretraining keep their pretrained embeddings (no response init)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--eval-every", type=int, default=100, help="fine-tuning: validation every this many steps")
     args = ap.parse_args()
+    ft = {"device": args.device, "eval_every": args.eval_every}
     base = Config.for_scale("demo")
     recordings = load_recordings(base, progress=False)
     pools = make_pools(recordings, demo_lines(recordings))
@@ -90,7 +93,7 @@ def main() -> None:
     tasks = [t for t in args.tasks.split(",") if t]  # "" = probes only
     if args.scratch:
         for t in tasks:
-            print(f"{'scratch':45s} {t:8s} {finetune(base, t, down, args.steps, args.seed, None, False)}", flush=True)
+            print(f"{'scratch':45s} {t:8s} {finetune(base, t, down, args.steps, args.seed, None, False, **ft)}", flush=True)
     for variant in args.variant or ["base"]:
         over: dict[str, Any] = parse(variant)
         optim = dict(over.pop("optim", {}))
@@ -100,7 +103,7 @@ def main() -> None:
         objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
         t0 = time.perf_counter()
         res = train(objective, data["train"], dataclasses.replace(cfg.pretrain.optim, **optim), TrainSettings(),
-                    seed=args.seed, device="cpu", progress=False)
+                    seed=args.seed, device=args.device, progress=False)
         ev = evaluate_pretraining(cfg, res.objective.cpu(), data, args.seed)
         print(f"{variant:45s} seed {args.seed} pretrain {time.perf_counter() - t0:4.0f}s masked L1 "
               f"{ev['val_masked_l1']:.3f} vs copy-last {ev['val_copy_last_l1']:.3f}; pretrained / random: std "
@@ -112,7 +115,7 @@ def main() -> None:
             path = Path(tmp) / "encoder.pt"
             torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids}, path)
             for t in tasks:
-                curve = finetune(cfg, t, down, args.steps, args.seed, path, args.keep_pretrained_units)
+                curve = finetune(cfg, t, down, args.steps, args.seed, path, args.keep_pretrained_units, **ft)
                 print(f"{variant:45s} {t:8s} {curve}", flush=True)
 
 
