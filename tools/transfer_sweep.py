@@ -71,6 +71,17 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
     return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
 
 
+def real_interneuron_counts(cell_count_scale: float) -> None:
+    """Scale the inhibitory lines' ROI counts by 1 / ``cell_count_scale`` in the generator's table, so a session plan
+    at that scale draws their full ABO counts. The plan's random draws (and so every other session) are unchanged."""
+    from poyocap.data import synthetic
+
+    for line, phys in synthetic.LINE_PHYSIOLOGY.items():
+        if phys.cell_class == "inhibitory":
+            rois = int(round(phys.rois_per_session / cell_count_scale))
+            synthetic.LINE_PHYSIOLOGY[line] = dataclasses.replace(phys, rois_per_session=rois)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pool", choices=("downstream", "predictable"), default="downstream")
@@ -82,10 +93,15 @@ def main() -> None:
     ap.add_argument("--keep-pretrained-units", action="store_true",
                     help="units present in the pretraining keep their pretrained embeddings (no response init)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--real-interneuron-counts", action="store_true",
+                    help="generate the Sst / Vip / Pvalb sessions with their full ABO ROI counts (not x cell_count_scale): "
+                         "a pretraining pool of realistic size; other sessions are unchanged")
     ap.add_argument("--eval-every", type=int, default=100, help="fine-tuning: validation every this many steps")
     args = ap.parse_args()
     ft = {"device": args.device, "eval_every": args.eval_every}
     base = Config.for_scale("demo")
+    if args.real_interneuron_counts:
+        real_interneuron_counts(base.data.cell_count_scale)
     recordings = load_recordings(base, progress=False)
     pools = make_pools(recordings, demo_lines(recordings))
     down = [r for r in recordings if r.session_id in pools.downstream]
