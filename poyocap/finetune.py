@@ -17,6 +17,7 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from .config import Config
 from .data.windows import UnitVocab
@@ -107,6 +108,56 @@ class GratingDecoder(_Decoder):
         logits = self.predict(batch)
         loss = grating_loss(logits, batch["direction"])
         return loss, {"acc": float((logits.argmax(-1) == batch["direction"]).float().mean())}
+
+
+@torch.no_grad()
+def linear_probe_head(model: GratingDecoder, dataset: Dataset, batch_size: int = 128, c: float = 1.0) -> float:
+    """Start ``model``'s linear head as a logistic regression on the model's own initial features (LP-FT, Kumar et
+    al. 2022): the first fine-tuning steps then push the encoder in directions that already separate the classes,
+    instead of waiting for a random head. ``dataset``: training windows (no augmentation).
+
+    The session-centring statistics are first filled from ``dataset`` (a training-mode pass without gradients),
+    then features ``LayerNorm(readout query output) (N, D)`` are taken in eval mode, a multinomial logistic
+    regression (scikit-learn, L2 with inverse strength ``c``) is fitted to the directions, and its weights are copied
+    into ``model.readout.classify``. Returns the probe's training accuracy.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    from .train import eval_batches
+
+    if not isinstance(model, GratingDecoder):
+        raise TypeError(f"linear_probe_head needs a GratingDecoder, got {type(model).__name__}")
+    device = next(model.parameters()).device
+    batches = [{k: v.to(device) for k, v in b.items()} for b in eval_batches(dataset, batch_size)]
+    if not batches:
+        raise ValueError("linear_probe_head: no training windows")
+    was_training = model.training
+    if model.centring is not None:
+        model.train()
+        for b in batches:  # fills each session's running mean (SessionCentring updates in training mode)
+            model.latents(b)
+    model.eval()
+    feats, labels = [], []
+    for b in batches:
+        z_l, lat_t = model.latents(b)
+        feats.append(model.readout.features(z_l, lat_t, b["window_s"] / 2, b.get("session_index")).float().cpu())
+        labels.append(b["direction"].cpu())
+    x, y = torch.cat(feats).numpy(), torch.cat(labels).numpy()
+    if len(np.unique(y)) < 2:
+        raise ValueError("linear_probe_head: the training windows hold fewer than 2 directions")
+    probe = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+    linear = model.readout.classify[1]
+    coef, intercept = probe.coef_, probe.intercept_
+    if len(probe.classes_) == 2:  # scikit-learn's binary case: one row, for the second class
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.r_[0.0, intercept]
+    # a direction absent from the training windows gets a zero row and a bias below every fitted one
+    weight = np.zeros((linear.out_features, x.shape[1]), np.float32)
+    bias = np.full(linear.out_features, float(intercept.min()) - 5.0, np.float32)
+    weight[probe.classes_], bias[probe.classes_] = coef, intercept
+    linear.weight.copy_(torch.from_numpy(weight))
+    linear.bias.copy_(torch.from_numpy(bias))
+    model.train(was_training)
+    return float(probe.score(x, y))
 
 
 def load_pretrained(path: str | Path, cfg: Config, new_unit_ids: Sequence[str],

@@ -24,7 +24,7 @@ from .data.recording import Recording
 from .data.splits import SPLIT_CODE, build_splits
 from .data.windows import UnitVocab, WindowDataset, WindowTable, grating_windows, movie_windows
 from .evaluate import confusion_matrix, frame_identification, pixel_correlation, ssim_per_frame, ssim_torchmetrics
-from .finetune import GratingDecoder, MovieDecoder, mean_frame
+from .finetune import GratingDecoder, MovieDecoder, linear_probe_head, mean_frame
 from .losses import MovieLoss, load_lpips
 from .model.encoder import CalciumEncoder
 from .model.unit_init import profile_embeddings
@@ -241,6 +241,14 @@ class GratingTask(DownstreamTask):
     def decoder(self, n_sessions: int = 0, variant: Mapping[str, Any] | None = None
                 ) -> tuple[type[nn.Module], dict[str, Any]]:
         return GratingDecoder, self._decoder_kwargs(n_sessions)
+
+    def initialise(self, model: nn.Module, recordings: Sequence[Recording], table: WindowTable,
+                   vocab: UnitVocab) -> None:
+        """The base initialisation, then (``finetune.head_init == "linear_probe"``) the linear head as a logistic
+        probe on the initial features of the training windows (:func:`poyocap.finetune.linear_probe_head`)."""
+        super().initialise(model, recordings, table, vocab)
+        if self.cfg.finetune.head_init == "linear_probe":
+            linear_probe_head(model, self.dataset(recordings, table, "train", vocab))
 
     def target(self, batch: dict[str, Tensor]) -> Tensor:
         return batch["direction"]

@@ -266,3 +266,54 @@ def test_shared_eval_target_is_the_dropout_free_latent():
         enc.train()
         assert torch.allclose(v["target"], z_clean) == clean
         assert obj.encoder.training  # the objective is left in training mode
+
+
+def _probe_setup(head_init: str):
+    """A smoke grating decoder on one recording whose 20 training windows hold 4 directions, made separable by the
+    dF/F of one unit per direction."""
+    cfg = CFG.with_overrides(finetune=dict(head_init=head_init))
+    task = get_task("gratings", cfg)
+    rng = np.random.default_rng(1)
+    dff = rng.normal(0, 0.1, size=(600, 4)).astype(np.float32)
+    directions = np.tile(np.arange(4), 5)
+    for i, d in enumerate(directions):
+        dff[i * 30:(i + 1) * 30, d] += 2.0
+    rec = make_recording(dff=dff, timestamps=np.arange(600) / 30.0, movie_frames=np.full(600, -1),
+                         movie_repeat=np.full(600, -1))
+    table = WindowTable(session=np.zeros(20, np.int64), t0=np.arange(20) * 30, t1=np.arange(20) * 30 + 30,
+                        split=np.full(20, SPLIT_CODE["train"]), direction=directions, frame=np.full(20, -1),
+                        frame_time=np.zeros(20))
+    vocab = UnitVocab(list(rec.unit_ids))
+    vocab.session_rows([rec.session_id])
+    torch.manual_seed(0)
+    model = task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=1)
+    return task, model, rec, table, vocab
+
+
+def test_linear_probe_head_starts_the_head_as_the_fitted_probe():
+    from poyocap.finetune import linear_probe_head
+
+    task, model, rec, table, vocab = _probe_setup("linear_probe")
+    ds = task.dataset([rec], table, "train", vocab)
+    head = model.readout.classify[1]
+    random_head = head.weight.detach().clone()
+    probe_acc = linear_probe_head(model, ds)
+    assert not torch.equal(head.weight, random_head)
+    pred, target = task.predict(model, ds)
+    model_acc = float((pred == target).float().mean())
+    assert model_acc == pytest.approx(probe_acc, abs=1 / 20)  # the head computes the probe's decision function
+    assert model_acc > 0.25  # above chance on these separable windows, before any training step
+    assert model.centring is None or bool((model.centring.seen > 0).all())  # centring statistics were filled
+    with pytest.raises(TypeError, match="GratingDecoder"):
+        linear_probe_head(torch.nn.Linear(2, 2), ds)
+
+
+def test_head_init_random_leaves_the_head_alone_and_linear_probe_changes_it():
+    task, model, rec, table, vocab = _probe_setup("random")
+    before = model.readout.classify[1].weight.detach().clone()
+    task.initialise(model, [rec], table, vocab)
+    assert torch.equal(model.readout.classify[1].weight, before)
+    task, model, rec, table, vocab = _probe_setup("linear_probe")
+    before = model.readout.classify[1].weight.detach().clone()
+    task.initialise(model, [rec], table, vocab)
+    assert not torch.equal(model.readout.classify[1].weight, before)

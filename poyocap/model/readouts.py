@@ -154,6 +154,10 @@ class GratingReadout(nn.Module):
         self.query = QueryReadout(dim, heads, n_sessions=n_sessions)
         self.classify = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_classes))
 
+    def features(self, z: Tensor, lat_t: Tensor, query_t: Tensor, session: Tensor | None = None) -> Tensor:
+        """What the linear layer sees: the layer-normalised query output ``(B, D)`` (same shapes as ``forward``)."""
+        return self.classify[0](self.query(z, lat_t, query_t[:, None], session)[:, 0])
+
     def forward(self, z: Tensor, lat_t: Tensor, query_t: Tensor, session: Tensor | None = None) -> Tensor:
         """Shape: z (B, L, D), lat_t (B, L), query_t (B,), session (B,) -> logits (B, n_classes)."""
-        return self.classify(self.query(z, lat_t, query_t[:, None], session)[:, 0])
+        return self.classify[1](self.features(z, lat_t, query_t, session))
