@@ -25,7 +25,7 @@ from .losses import MovieLoss, grating_loss
 from .model.baselines import MLPPixelDecoder
 from .model.encoder import CalciumEncoder
 from .model.readouts import GratingReadout, MovieUNet, QueryReadout, SessionCentring
-from .train import ObjectiveBase
+from .train import ObjectiveBase, eval_batches
 
 
 class _Decoder(ObjectiveBase):
@@ -121,9 +121,7 @@ def linear_probe_head(model: GratingDecoder, dataset: Dataset, batch_size: int =
     regression (scikit-learn, L2 with inverse strength ``c``) is fitted to the directions, and its weights are copied
     into ``model.readout.classify``. Returns the probe's training accuracy.
     """
-    from sklearn.linear_model import LogisticRegression
-
-    from .train import eval_batches
+    from sklearn.linear_model import LogisticRegression  # imported here: scikit-learn is slow to import
 
     if not isinstance(model, GratingDecoder):
         raise TypeError(f"linear_probe_head needs a GratingDecoder, got {type(model).__name__}")
