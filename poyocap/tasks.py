@@ -26,7 +26,6 @@ from .data.windows import UnitVocab, WindowDataset, WindowTable, grating_windows
 from .evaluate import confusion_matrix, frame_identification, pixel_correlation, ssim_per_frame, ssim_torchmetrics
 from .finetune import GratingDecoder, MovieDecoder, linear_probe_head, mean_frame
 from .losses import MovieLoss, load_lpips
-from .model.encoder import CalciumEncoder
 from .model.unit_init import profile_embeddings
 from .train import eval_batches
 
