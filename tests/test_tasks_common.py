@@ -6,7 +6,7 @@ import torch
 
 from poyocap.config import Config
 from poyocap.data.windows import WindowTable
-from poyocap.stages.common import artifact_dir, keep_every, subsample
+from poyocap.stages.common import artifact_dir, keep_evenly, keep_every, subsample
 from poyocap.tasks import GratingTask, MovieTask, get_task
 
 
@@ -28,6 +28,14 @@ def test_keep_every_and_subsample_take_evenly_spaced_windows():
     assert len(subsample(FakeDataset(10), 0)) == 10 and len(subsample(FakeDataset(3), 5)) == 3
     whole = FakeDataset(10)
     assert len(subsample(whole, 4)) == 4 and len(keep_every(whole, 2)) == 5 and len(whole) == 10  # input untouched
+
+
+def test_keep_evenly_takes_exactly_n_spread_windows():
+    whole = FakeDataset(10)
+    ds = keep_evenly(whole, 4)
+    assert ds.table.t0.tolist() == [0, 3, 6, 9] and len(whole) == 10  # exactly 4, ends included, input untouched
+    assert keep_evenly(whole, 7).table.t0.tolist() == [0, 2, 3, 4, 6, 8, 9]  # np.round of linspace(0, 9, 7)
+    assert keep_evenly(whole, 10) is whole and keep_evenly(whole, 12) is whole
 
 
 def test_artifact_dir_changes_with_inputs_only(tmp_path, monkeypatch):

@@ -88,9 +88,9 @@ def main() -> None:
     fixed = parse_set(args.set)
     rng = np.random.default_rng(args.rng)
     results = []
-    for i in range(max(1, args.search + (1 if args.search else 0))):
+    for i in range(args.search + 1):  # draw 0 is --set itself
         draw = dict(fixed)
-        if i > 0:  # draw 0 is --set itself
+        if i > 0:
             for key, (lo, hi) in SEARCH.items():
                 if key not in fixed:
                     log = key in ("rate_hz", "indicator.dff_per_spike")

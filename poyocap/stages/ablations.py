@@ -12,7 +12,6 @@ with the main table); ``extended`` runs every seed at the config's full budget.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from dataclasses import dataclass, replace
 from typing import Any, Sequence
@@ -29,7 +28,7 @@ from ..evaluate import mean_ci, paired_bootstrap, paired_t
 from ..methods import ABLATIONS, Method, get_method
 from ..plotting import save_table
 
-from .common import artifact_dir, load_cached, load_recordings, table_header
+from .common import artifact_dir, keep_evenly, load_cached, load_recordings, table_header
 from .filtering import load_partition
 from .finetune import FinetuneSetup, Pool, finetune_setup, reference_result, run_method, time_shuffled
 from .pretrain import PRETRAIN_STRIDE_S, PretrainRun, PretrainStage, pool_datasets, pretrain_run
@@ -137,12 +136,8 @@ def pool_data(cfg: Config, recs: Sequence[Recording], target_windows: int = 0): 
     n = len(data["train"])
     if target_windows and n < target_windows:
         vocab, data = pool_datasets(cfg, recs, stride_s=PRETRAIN_STRIDE_S * n / target_windows * 0.95)
-    if target_windows and len(data["train"]) > target_windows:
-        train = data["train"]
-        keep = np.zeros(len(train.table), bool)
-        keep[np.round(np.linspace(0, len(keep) - 1, target_windows)).astype(int)] = True  # evenly, exactly
-        data["train"] = copy.copy(train)
-        data["train"].table = train.table.select(keep)
+    if target_windows:
+        data["train"] = keep_evenly(data["train"], target_windows)
     return vocab, data
 
 

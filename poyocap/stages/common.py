@@ -115,14 +115,30 @@ def load_cached(out_dir: Path, files: Sequence[str], force: bool, loader: Callab
         return None
 
 
+def _with_windows(dataset: WindowDataset, keep: np.ndarray) -> WindowDataset:
+    """A shallow copy of ``dataset`` with only the windows where ``keep (n_windows,)`` is True (``dataset`` itself is
+    left whole, so a subset taken for one purpose never shrinks a set used for another)."""
+    kept = copy.copy(dataset)
+    kept.table = dataset.table.select(keep)
+    return kept
+
+
 def keep_every(dataset: WindowDataset, every: int) -> WindowDataset:
-    """Every ``every``-th window (in table order) of ``dataset``: a shallow copy with the smaller table (``dataset``
-    itself is left whole, so a subset taken for one purpose never shrinks a set used for another)."""
+    """Every ``every``-th window (in table order) of ``dataset``, as a copy (:func:`_with_windows`)."""
     if every <= 1:
         return dataset
-    kept = copy.copy(dataset)
-    kept.table = dataset.table.select(np.arange(len(dataset.table)) % every == 0)
-    return kept
+    return _with_windows(dataset, np.arange(len(dataset.table)) % every == 0)
+
+
+def keep_evenly(dataset: WindowDataset, n_windows: int) -> WindowDataset:
+    """Exactly ``n_windows`` windows spread evenly over ``dataset``'s table order (all of them when it has no more),
+    as a copy (:func:`_with_windows`)."""
+    n = len(dataset.table)
+    if n <= n_windows:
+        return dataset
+    keep = np.zeros(n, bool)
+    keep[np.round(np.linspace(0, n - 1, n_windows)).astype(int)] = True
+    return _with_windows(dataset, keep)
 
 
 def subsample(dataset: WindowDataset, max_windows: int) -> WindowDataset:
