@@ -73,6 +73,37 @@ def test_cross_attention_paths_follow_config():
     assert torch.allclose(grid12(full)[1], kv(full)[1], atol=1e-10)  # no padding: unmasked kernel
 
 
+def test_population_path_is_a_unit_embedding_readout_per_latent_step():
+    torch.manual_seed(0)
+    enc = CalciumEncoder(ENC, 40).double().eval()
+    batch = make_batch()
+    v, m, units = batch["values"].double(), batch["mask"], batch["unit_index"]
+    out = enc.population(v, enc.unit_emb(units).double(), batch["times"].double(), m, 4, 1.0)  # (B, 4 steps, D)
+    for b in range(4):
+        real = m[b].any(0)  # this window's units
+        e = enc.unit_emb(units[b, real]).double()  # (n, D/2)
+        rms = e.pow(2).mean().sqrt() + 1e-6  # the module's guard against an all-zero table
+        pop = v[b][:, real] @ e / (real.sum().sqrt() * rms)  # (T, D/2)
+        for s in range(4):  # frames of latent step s: times in [s/4, (s+1)/4) of the 1 s window
+            t = (batch["times"][0] * 4).long() == s
+            assert torch.allclose(out[b, s], enc.population.proj(pop[t].mean(0)), atol=1e-10)
+
+
+def test_population_path_does_not_mix_windows_and_is_off_in_the_paper_preset():
+    from poyocap.config import Config
+    torch.manual_seed(0)
+    enc = CalciumEncoder(ENC, 40).double().eval()
+    batch = make_batch()
+    batch["values"], batch["times"] = batch["values"].double(), batch["times"].double()
+    alone = {k: x[1:2] for k, x in batch.items()}
+    assert torch.allclose(enc.encode(batch)[0][1:2], enc.encode(alone)[0], atol=1e-10)
+    off = CalciumEncoder(replace(ENC, population_path=False), 40).double().eval()
+    assert off.population is None and not any(k.startswith("population") for k in off.state_dict())
+    off.load_state_dict({k: x for k, x in enc.state_dict().items() if not k.startswith("population")})
+    assert not torch.allclose(off.encode(batch)[0], enc.encode(batch)[0])  # the path changes the latents
+    assert not Config.for_scale("paper").encoder.population_path and Config.for_scale("demo").encoder.population_path
+
+
 def test_cross_dim_head_must_be_valid():
     with pytest.raises(ValueError, match="cross_dim_head"):
         EncoderConfig(dim=30, cross_heads=4)

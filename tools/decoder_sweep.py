@@ -14,6 +14,7 @@ import dataclasses
 import time
 
 import numpy as np
+import torch
 
 from poyocap.config import Config, OptimConfig
 from poyocap.data.splits import make_pools
@@ -86,10 +87,19 @@ def main() -> None:
         task.initialise(model, down, table, vocab)
         val_ds = subsample(task.dataset(down, table, "val", vocab), fc.max_eval_windows // 4)
 
+        def extras(pred, target) -> str:  # noqa: ANN001
+            """The movie's other test metrics (frame identification among the validation frames, pixel
+            correlation, prediction diversity) on the validation windows."""
+            if task.name != "movie":
+                return ""
+            m = task.test_metrics(pred, target, task.score_items(pred, target), val_ds,
+                                  lambda split: (torch.zeros(0), torch.zeros(0)))
+            return f" | frame_id_k {m['frame_id_k']:.3f} pixel_corr {m['pixel_corr']:.3f} diversity {m['diversity']:.2f}"
+
         if args.references:
             ref = LinearReference(task.name).fit(task.dataset(down, table, "train", vocab), val_ds)
             pred, target = ref.predict(val_ds)
-            line = f"  reference (per session) {np.mean(task.score_items(pred, target)):.3f}"
+            line = f"  reference (per session) {np.mean(task.score_items(pred, target)):.3f}{extras(pred, target)}"
             floor = task.constant_prediction(down, table, target)
             if floor is not None:
                 line += f", floor {np.mean(task.score_items(floor, target)):.3f}"
@@ -105,6 +115,7 @@ def main() -> None:
         curve = " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
         tr = res.history[res.history.kind == "train"].tail(20)
         curve += f"  | train loss (last 20 logs) {tr.loss.mean():.4f}" + (f" acc {tr.acc.mean():.3f}" if "acc" in tr else "")
+        curve += extras(*task.predict(res.objective, val_ds))
         print(f"{variant:60s} n_train {len(train_ds)} n_val {len(val_ds)} {time.perf_counter() - t:6.0f}s  {curve}",
               flush=True)
 

@@ -17,6 +17,13 @@ Latents: ``latents_per_step`` learned vectors repeated at every latent step; the
 evenly over the window (step centres). Rotary time embeddings (on half of each head's dims, log-spaced
 periods, as torch_brain) encode token and latent times in the cross-attention and latent times in the
 self-attention stack. ``forward`` returns the latents before (Z_1) and after (Z_L) the stack.
+
+Population path (``EncoderConfig.population_path``, beyond POYO+, a demo default): in the tokens above a unit's
+dF/F enters each value linearly and *which* unit is active reaches a latent only through the softmax weights, so
+a multi-session model needs many steps before its latents say more than "this session is active" (docs/decoders.md).
+The path adds to every latent query the population vector of its latent step projected on the unit embeddings,
+``sum_u v_tu e_u`` (a linear readout whose weights are the unit embeddings), so the latents carry the population
+pattern from the first step and the cross-attention builds on it.
 """
 
 from __future__ import annotations
@@ -178,6 +185,33 @@ class TokenCrossAttention(nn.Module):
         return self._residual(latents, attended)
 
 
+class PopulationPath(nn.Module):
+    """Per latent step, the window's population vector projected on the unit embeddings, mapped to latent width.
+
+    ``p_s = mean_{t in step s} sum_u v_tu e_u / (sqrt(n_units) * rms(e))`` over the window's real tokens, then
+    ``Linear(D/2, D)``. The normalisation uses only the window's own units, so a prediction never depends on the
+    other windows of a batch.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim // 2, dim)
+
+    def forward(self, values: Tensor, unit_emb: Tensor, frame_t: Tensor, mask: Tensor, n_steps: int,
+                window_s: float) -> Tensor:
+        """values (B, T, U), unit_emb (B, U, D/2), frame_t (B, T), mask (B, T, U) -> (B, n_steps, D)."""
+        v = values.to(unit_emb.dtype) * mask
+        unit_real = mask.any(1).to(unit_emb.dtype)  # (B, U)
+        n = unit_real.sum(-1).clamp(min=1)  # (B,)
+        rms = ((unit_emb.pow(2).mean(-1) * unit_real).sum(-1) / n).sqrt() + 1e-6  # (B,)
+        pop = torch.einsum("btu,bud->btd", v, unit_emb) / (n.sqrt() * rms)[:, None, None]  # (B, T, D/2)
+        step = (frame_t / (window_s / n_steps)).long().clamp(0, n_steps - 1)  # (B, T)
+        frame_real = mask.any(-1).to(pop.dtype)  # (B, T)
+        member = nn.functional.one_hot(step, n_steps).to(pop.dtype) * frame_real[..., None]  # (B, T, S)
+        pooled = torch.einsum("bts,btd->bsd", member, pop) / member.sum(1).clamp(min=1)[..., None]
+        return self.proj(pooled)
+
+
 # ------------------------------------------------------------------------------------------------ encoder
 def grown_embedding(emb: nn.Embedding, n_new: int) -> nn.Embedding:
     """``emb`` with ``n_new`` rows appended (truncated normal, SD 0.02, as the initial table); old rows kept."""
@@ -208,6 +242,7 @@ class CalciumEncoder(nn.Module):
         self.cross = TokenCrossAttention(d, cfg.cross_heads, cfg.dropout, head_dim=cross_head_dim)
         self.blocks = nn.ModuleList(SelfAttentionBlock(d, cfg.self_heads, cfg.dropout) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(d)  # final norm of the pre-norm stack: Z_L has a fixed scale
+        self.population = PopulationPath(d) if getattr(cfg, "population_path", False) else None
         self.cross_rot = RotaryTime(cross_head_dim)
         self.self_rot = RotaryTime(d // cfg.self_heads)
 
@@ -253,6 +288,9 @@ class CalciumEncoder(nn.Module):
         latents = self.latent_emb.repeat(n_steps, 1)[None].expand(b, -1, -1)
         uniq, pos = torch.unique(units, return_inverse=True)  # embed each unit once per batch
         table = self.unit_emb(uniq)
+        if self.population is not None:
+            pop = self.population(values, table[pos], times, mask, n_steps, window_s)  # (B, steps, D)
+            latents = latents + pop.repeat_interleave(self.cfg.latents_per_step, dim=1)
         if reference is None:
             path = self.cross_path(values.device)
             f = {"grid": self.cross.forward, "tokens": self.cross.forward_reference, "kv": self.cross.forward_kv}[path]

@@ -132,7 +132,7 @@ def downstream_probe(cfg: Config, encoder: CalciumEncoder, probe_sets: tuple[Any
     enc.unit_emb = torch.nn.Embedding(len(vocab), enc.unit_emb.weight.shape[1])
     holder = torch.nn.Module()
     holder.encoder = enc
-    get_task("gratings", cfg.with_overrides(finetune={"unit_init": "response"})).initialise(
+    get_task("gratings", cfg.with_overrides(finetune={"unit_init": "response", "head_init": "random"})).initialise(
         holder, down.recordings, down.table, vocab)
     return per_session_probe(latent_features(enc, train), latent_features(enc, test))
 
