@@ -16,7 +16,7 @@ import time
 import numpy as np
 import torch
 
-from poyocap.config import Config, OptimConfig
+from poyocap.config import Config
 from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab
 from poyocap.model.encoder import CalciumEncoder
