@@ -182,3 +182,19 @@ def test_frozen_encoder_warmup_and_lower_encoder_lr():
     assert all(torch.equal(enc_before[k], v) for k, v in res.objective.encoder.state_dict().items()
                if k != "unit_emb.weight")  # unit embeddings train from the start (tests/test_decoders.py)
     assert any(not torch.equal(head_before[k], v) for k, v in res.objective.readout.state_dict().items())
+
+
+def test_a_run_test_evaluation_is_saved_and_reused(tmp_path):
+    """Reusing a cached run reads its saved test evaluation instead of predicting again (notebook 05 reuses 04)."""
+    import pandas as pd
+
+    from poyocap.stages.finetune import RunResult, load_test_result, save_test_result
+
+    assert load_test_result(tmp_path, None) is None  # nothing saved yet: the caller evaluates
+    history = pd.DataFrame({"step": [0, 10], "loss": [1.0, 0.5]})
+    res = RunResult({"method": "m", "ssim": 0.31}, np.array([0.2, 0.4]), torch.rand(3, 4, 8), torch.rand(3, 4, 8),
+                    history)
+    save_test_result(tmp_path, res)
+    back = load_test_result(tmp_path, history)
+    assert back.metrics == res.metrics and np.array_equal(back.per_item, res.per_item)
+    assert torch.equal(back.pred, res.pred) and torch.equal(back.target, res.target) and back.history is history

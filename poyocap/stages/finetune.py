@@ -180,6 +180,10 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
         return history
 
     history = load_cached(out, RUN_FILES, force, reuse)
+    if history is not None and not force:
+        scored = load_test_result(out, history)
+        if scored is not None:  # notebook 05 reuses notebook 04's runs: no second test evaluation
+            return scored
     if history is None:
         task.initialise(model, train_pool.recordings, train_pool.table, vocab)
         settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
@@ -196,7 +200,28 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     metrics.update(task.test_metrics(pred, target, per, test_ds, lambda split: task.predict(
         model, setup.eval_split(eval_pool, split, vocab, fc.max_eval_windows))))
     np.savez(out / "eval.npz", per_item=per)
-    return RunResult(metrics, per, pred, target, history)
+    res = RunResult(metrics, per, task.examples(pred), task.examples(target), history)
+    save_test_result(out, res)
+    return res
+
+
+TEST_FILE = "test.pt"  # a run's test metrics, per-item scores and example predictions (cache of its evaluation)
+
+
+def save_test_result(out: Path, res: RunResult, name: str = TEST_FILE) -> None:
+    """Keep ``res``'s test evaluation (its ``pred`` / ``target`` already cut to the task's examples) in ``out``, so
+    that a reuse need not predict again."""
+    save_atomic({"metrics": res.metrics, "per_item": res.per_item, "pred": res.pred, "target": res.target},
+                out / name)
+
+
+def load_test_result(out: Path, history: pd.DataFrame | None, name: str = TEST_FILE) -> RunResult | None:
+    """The test evaluation saved by :func:`save_test_result` (``None`` when ``out`` has none yet)."""
+    path = out / name
+    if not path.exists():
+        return None
+    saved = torch.load(path, weights_only=False)
+    return RunResult(saved["metrics"], saved["per_item"], saved["pred"], saved["target"], history)
 
 
 def reference_result(setup: FinetuneSetup, method: Method, seed: int, force: bool = False) -> RunResult:
@@ -205,14 +230,13 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int, force: boo
     per-item scores and the example predictions) like a deep run, so notebook 05 reuses notebook 04's."""
     out = artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 1,
                        f"-{method.slug}-seed{seed}", **setup.key, method=method.options)
-    cached = load_cached(out, ("result.pt",), force, lambda: torch.load(out / "result.pt", weights_only=False))
+    cached = load_cached(out, ("result.pt",), force, lambda: load_test_result(out, None, "result.pt"))
     if cached is not None:
-        return RunResult(cached["metrics"], cached["per_item"], cached["pred"], cached["target"], None)
+        return cached
     res = _fit_reference(setup, method, seed)
     out.mkdir(parents=True, exist_ok=True)
     res = RunResult(res.metrics, res.per_item, setup.task.examples(res.pred), setup.task.examples(res.target), None)
-    save_atomic({"metrics": res.metrics, "per_item": res.per_item, "pred": res.pred, "target": res.target},
-                out / "result.pt")
+    save_test_result(out, res, "result.pt")
     return res
 
 
