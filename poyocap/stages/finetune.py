@@ -30,13 +30,14 @@ from ..model.encoder import CalciumEncoder
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
-from ..train import TrainSettings, eval_batches, load_state_exactly, read_history, save_atomic, train
+from ..train import TrainSettings, eval_batches, read_history, save_atomic, train
 from .common import artifact_dir, load_cached, load_recordings, subsample
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
 
 FINETUNE_ARTIFACT_VERSION = 3
-RUN_FILES = ("model.pt", "metrics.csv", "eval.npz")
+TEST_FILE = "test.pt"  # a run's test metrics, per-item scores and example predictions (cache of its evaluation)
+RUN_FILES = ("model.pt", "metrics.csv", TEST_FILE)  # a finished fine-tuning run
 
 
 @dataclass
@@ -162,6 +163,9 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     """Fine-tune (or reuse) ``method`` with ``seed``, select on validation, score on the test set."""
     cfg, task, fc = setup.cfg, setup.task, setup.cfg.finetune
     out = setup.run_dir(method, seed)
+    cached = load_cached(out, RUN_FILES, force, lambda: load_test_result(out, read_history(out / "metrics.csv")))
+    if cached is not None:  # a finished run: its saved test evaluation, no model built (notebook 05 reuses 04's runs)
+        return cached
     train_pool, eval_pool = setup.pools(method)
     seed_everything(seed)
     model, vocab = _initial_model(setup, method, seed, train_pool)
@@ -173,39 +177,23 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     def val_score(m: nn.Module, step: int) -> dict[str, float]:
         return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
 
-    def reuse() -> pd.DataFrame:
-        state = torch.load(out / "model.pt", map_location="cpu", weights_only=False)
-        history = read_history(out / "metrics.csv")
-        load_state_exactly(model, state)
-        return history
-
-    history = load_cached(out, RUN_FILES, force, reuse)
-    if history is not None and not force:
-        scored = load_test_result(out, history)
-        if scored is not None:  # notebook 05 reuses notebook 04's runs: no second test evaluation
-            return scored
-    if history is None:
-        task.initialise(model, train_pool.recordings, train_pool.table, vocab)
-        settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
-                                 frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
-        res = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
+    task.initialise(model, train_pool.recordings, train_pool.table, vocab)
+    settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
+                             frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
+    trained = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
                     device="cpu" if cfg.scale != "paper" else None, eval_fn=val_score, select_key="val_score",
                     config=cfg.to_dict(), progress=progress, desc=f"{task.name} {method.name} seed {seed}",
                     resume=not force)
-        model, history = res.objective.cpu(), res.history
-        torch.save(model.state_dict(), out / "model.pt")
+    model, history = trained.objective.cpu(), trained.history
+    torch.save(model.state_dict(), out / "model.pt")  # read by the analyses (weight change, readout bias)
     pred, target = task.predict(model, test_ds)
     per = task.score_items(pred, target)
     metrics = {"method": method.name, "seed": seed, "steps": steps, "n_test": len(test_ds)}
     metrics.update(task.test_metrics(pred, target, per, test_ds, lambda split: task.predict(
         model, setup.eval_split(eval_pool, split, vocab, fc.max_eval_windows))))
-    np.savez(out / "eval.npz", per_item=per)
     res = RunResult(metrics, per, task.examples(pred), task.examples(target), history)
     save_test_result(out, res)
     return res
-
-
-TEST_FILE = "test.pt"  # a run's test metrics, per-item scores and example predictions (cache of its evaluation)
 
 
 def save_test_result(out: Path, res: RunResult, name: str = TEST_FILE) -> None:
