@@ -124,7 +124,10 @@ def build_optimizer(objective: Objective, optim: OptimConfig, frozen_first_group
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW over ``objective.param_groups`` and its warm-up + cosine schedule; the first group (the encoder)
     optionally held at LR 0 for ``frozen_first_group_steps`` (frozen-encoder warm-up)."""
-    opt = torch.optim.AdamW(objective.param_groups(optim.lr), lr=optim.lr, weight_decay=optim.weight_decay)
+    # fused=True: one kernel over all parameters instead of torch's per-parameter loop (CPU's default; foreach is
+    # CUDA-only). benchmarks/optimizer_step.py: 1.17x per demo movie step (many small U-Net tensors), 0.98x gratings
+    opt = torch.optim.AdamW(objective.param_groups(optim.lr), lr=optim.lr, weight_decay=optim.weight_decay,
+                            fused=True)
     base = lr_lambda(optim)
     lambdas: list[Callable[[int], float]] = [base] * len(opt.param_groups)
     if frozen_first_group_steps and len(lambdas) > 1:

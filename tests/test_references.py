@@ -95,3 +95,22 @@ def test_pseudo_population_ridge_combines_sessions_matched_by_frame_and_repeat()
     assert pred.shape == (40, 4, 8) and float((pred - target).abs().max()) < 0.02
     per_session, _ = LinearReference("movie").fit(sets["train"], sets["val"]).predict(sets["test"])
     assert float((per_session - target).abs().mean()) > 5 * float((pred - target).abs().mean())
+
+
+@pytest.mark.parametrize("n, p", [(60, 12), (15, 40)])  # more windows than features, and fewer (the pseudo-population)
+def test_ridge_path_equals_sklearn_ridge_at_every_alpha(n, p):
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from poyocap.references import RidgePath
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, p)) * rng.uniform(0.1, 3.0, p) + rng.normal(size=p)
+    x[:, 3] = 1.5  # a constant feature: StandardScaler keeps it at scale 1
+    y = x @ rng.normal(size=(p, 5)) + rng.normal(size=(n, 5))
+    x_new = rng.normal(size=(7, p))
+    path = RidgePath(x, y)
+    for alpha in RIDGE_ALPHAS:
+        expected = make_pipeline(StandardScaler(), Ridge(alpha=alpha)).fit(x, y).predict(x_new)
+        np.testing.assert_allclose(path.model(alpha).predict(x_new), expected, rtol=1e-4, atol=1e-4)
