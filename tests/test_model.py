@@ -316,3 +316,14 @@ def test_snapshots_and_best_selection(tmp_path):
         "step_000002.pt", "step_000004.pt", "step_000006.pt"]
     evals = res.history[res.history["kind"] == "eval"]
     assert evals["step"].tolist() == [0, 2, 4, 6]
+
+
+def test_paper_preset_keeps_the_papers_pretraining_objective():
+    """The demo's EMA + token + centred objective is a documented deviation; the paper preset is the paper's
+    twin (target without dropout), latent masking, L1, 0.01 CE, causal last 50 %."""
+    from poyocap.config import demo, paper
+
+    p, d = paper().pretrain, demo().pretrain
+    assert (p.target, p.mask_level, p.centre_per_window) == ("shared_eval", "latent", False)
+    assert (p.mask_mode, p.mask_ratio, p.recon_loss, p.ce_weight) == ("causal", 0.5, "l1", 0.01)
+    assert (d.target, d.mask_level, d.centre_per_window) == ("ema", "token", True)

@@ -29,7 +29,8 @@ LINE = "Cux2-CreERT2"
 BASE = (synthetic.LINE_PHYSIOLOGY[LINE], dict(synthetic.IMAGING), dict(synthetic.INDICATORS["GCaMP6f"]))
 #: ranges of the random search (uniform; rate and dF/F per spike log-uniform)
 SEARCH = {"threshold": (0.5, 1.5), "burst": (2.0, 7.0), "rate_hz": (0.7, 3.0), "population_coupling": (0.5, 0.95),
-          "trial_cv": (0.5, 1.1), "reliability": (0.3, 0.55), "indicator.dff_per_spike": (0.02, 0.08)}
+          "trial_cv": (0.5, 1.1), "reliability": (0.3, 0.55), "indicator.dff_per_spike": (0.02, 0.08),
+          "burst_shape": (0.2, 2.0)}
 
 
 def apply(overrides: dict[str, float]) -> None:

@@ -81,6 +81,10 @@ class LinePhysiology:
     # fraction of the non-stimulus drive's variance common to the session's cells (population coupling, Okun et
     # al. 2015; shared spontaneous dimensions, Stringer et al. 2019); calibrated on the real Cux2 sample
     population_coupling: float = 0.0
+    # spike count per firing event beyond the first: Poisson with mean ``burst - 1`` (0, the default), or, when > 0,
+    # Poisson with a gamma-distributed mean of this shape (negative binomial: smaller = heavier-tailed event sizes,
+    # the rare large transients of bright real cells; docs/calibration.md). Not used by any line yet.
+    burst_shape: float = 0.0
 
 
 # One table for every line parameter, with its physiological motivation.
@@ -362,7 +366,13 @@ def simulate_session(
 
     # ---- compound-Poisson spikes: events with `burst` spikes on average
     events = rng.poisson(rate / FPS / phys.burst)
-    spikes = events + (rng.poisson(events * (phys.burst - 1.0)) if phys.burst > 1 else 0)
+    if phys.burst > 1 and phys.burst_shape > 0:  # heavy-tailed event sizes (drawn only when used: the default
+        # lines keep their random streams)
+        k = phys.burst_shape
+        mean_extra = rng.gamma(np.maximum(events * k, 1e-12), (phys.burst - 1.0) / k) * (events > 0)
+        spikes = events + rng.poisson(mean_extra)
+    else:
+        spikes = events + (rng.poisson(events * (phys.burst - 1.0)) if phys.burst > 1 else 0)
 
     # ---- calcium: rise and decay (difference of exponentials), saturating indicator
     decay = phys.decay_s
