@@ -156,3 +156,16 @@ def test_cache_identity_covers_the_generator_parameters(smoke_cfg, monkeypatch):
     assert changed != before
     monkeypatch.setitem(syn.IMAGING, "photons_per_frame", 1.0)
     assert SyntheticObservatory(smoke_cfg.data, seed=0, cache_dir=None).digest not in (before, changed)
+
+
+def test_event_spikes_keep_the_mean_and_heavy_tails_widen_event_sizes():
+    rate = np.full((200_000, 1), 3.0)  # Hz
+    plain = synthetic.event_spikes(np.random.default_rng(0), rate, burst=3.0)
+    heavy = synthetic.event_spikes(np.random.default_rng(0), rate, burst=3.0, burst_shape=0.3)
+    expected = 3.0 / synthetic.FPS * len(rate)
+    for spikes in (plain, heavy):
+        assert abs(spikes.sum() / expected - 1) < 0.05  # same spike rate
+    # event sizes: negative binomial variance (burst-1) + (burst-1)^2 / k beyond Poisson's (burst-1)
+    assert heavy[heavy > 0].var() > 2 * plain[plain > 0].var()
+    assert np.array_equal(synthetic.event_spikes(np.random.default_rng(0), rate, burst=1.0),
+                          np.random.default_rng(0).poisson(rate / synthetic.FPS))

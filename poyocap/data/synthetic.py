@@ -364,15 +364,7 @@ def simulate_session(
     rate = rate_mean * f * gain * state ** phys.state_coupling
     rate /= np.maximum(rate.mean(axis=0), 1e-9) / rate_mean  # keep each cell's mean rate
 
-    # ---- compound-Poisson spikes: events with `burst` spikes on average
-    events = rng.poisson(rate / FPS / phys.burst)
-    if phys.burst > 1 and phys.burst_shape > 0:  # heavy-tailed event sizes (drawn only when used: the default
-        # lines keep their random streams)
-        k = phys.burst_shape
-        mean_extra = rng.gamma(np.maximum(events * k, 1e-12), (phys.burst - 1.0) / k) * (events > 0)
-        spikes = events + rng.poisson(mean_extra)
-    else:
-        spikes = events + (rng.poisson(events * (phys.burst - 1.0)) if phys.burst > 1 else 0)
+    spikes = event_spikes(rng, rate, phys.burst, phys.burst_shape)
 
     # ---- calcium: rise and decay (difference of exponentials), saturating indicator
     decay = phys.decay_s
@@ -397,6 +389,19 @@ def simulate_session(
     f_np = f_np_true + np.sqrt(f_np_true / 10.0) * rng.standard_normal(f_np_true.shape).astype(np.float32)
     f_corr = f_roi - IMAGING["neuropil_r_allen"] * f_np
     return allen_dff(f_corr.astype(np.float32)), spikes
+
+
+def event_spikes(rng: np.random.Generator, rate: np.ndarray, burst: float, burst_shape: float = 0.0) -> np.ndarray:
+    """Compound-Poisson spikes per frame ``(T, N)`` from firing rates in Hz: events at ``rate / burst``, each with
+    ``burst`` spikes on average - the extra spikes Poisson (``burst_shape`` 0) or negative binomial with gamma
+    shape ``burst_shape`` per event (heavy-tailed sizes; drawn only when used, so default lines keep their streams)."""
+    events = rng.poisson(rate / FPS / burst)
+    if burst <= 1:
+        return events
+    if burst_shape > 0:  # a sum of n events' gamma means is gamma with shape n * k
+        mean_extra = rng.gamma(np.maximum(events * burst_shape, 1e-12), (burst - 1.0) / burst_shape) * (events > 0)
+        return events + rng.poisson(mean_extra)
+    return events + rng.poisson(events * (burst - 1.0))
 
 
 def _stimulus_drive(rng: np.random.Generator, phys: LinePhysiology, n_units: int, timeline: Timeline,
