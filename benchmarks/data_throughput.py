@@ -19,15 +19,15 @@ from poyocap.data.windows import collate
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
 
+from common import observatory, seconds_per_step
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", default="demo")
     p.add_argument("--batches", type=int, default=20)
     args = p.parse_args()
-    cfg = stages.make_config(args.scale)
-    recs = stages.load_recordings(cfg, progress=False)
-    partition = stages.filtering_stage(cfg, recs, progress=False).partition
+    cfg, recs, partition = observatory(args.scale)
     _, _, vocab, data = stages.pretrain_data(cfg, recs, partition)
     ds = data["train"]
     bs = cfg.pretrain.optim.batch_size
@@ -36,15 +36,7 @@ def main() -> None:
         batch = collate([ds[(i * bs + j) % len(ds)] for j in range(bs)])
     load_s = (time.perf_counter() - t0) / args.batches
     task = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
-    opt = torch.optim.AdamW(task.parameters())
-    for i in range(args.batches // 2 + 2):
-        if i == 2:
-            t0 = time.perf_counter()
-        loss, _ = task(batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    step_s = (time.perf_counter() - t0) / (args.batches // 2)
+    step_s = seconds_per_step(task, batch, torch.optim.AdamW(task.parameters()), args.batches // 2, warmup=2)
     print(f"scale={args.scale} batch={bs} window={cfg.data.pretrain_window_s}s max_units={cfg.data.max_units} "
           f"threads={torch.get_num_threads()}")
     print(f"loader: {bs / load_s:9.0f} windows/s ({load_s * 1e3:.1f} ms/batch)")

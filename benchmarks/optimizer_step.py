@@ -12,28 +12,21 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import torch
 
-from poyocap import stages
 from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab, collate
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.tasks import get_task
 
+from common import observatory, seconds_per_step
+
 
 def time_steps(model: torch.nn.Module, batch: dict, fused: bool, steps: int) -> float:
     """Mean seconds of forward + backward + AdamW step over ``steps`` steps (after 3 warm-up steps)."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused)
-    for i in range(steps + 3):
-        if i == 3:
-            start = time.perf_counter()
-        loss, _ = model(batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - start) / steps
+    return seconds_per_step(model, batch, opt, steps, warmup=3)
 
 
 def main() -> None:
@@ -42,9 +35,7 @@ def main() -> None:
     p.add_argument("--tasks", default="movie,gratings")
     p.add_argument("--steps", type=int, default=20)
     args = p.parse_args()
-    cfg = stages.make_config(args.scale)
-    recs = stages.load_recordings(cfg, progress=False)
-    partition = stages.filtering_stage(cfg, recs, progress=False).partition
+    cfg, recs, partition = observatory(args.scale)
     pools = make_pools(recs, partition.predictable_lines)
     down = [r for r in recs if r.session_id in pools.downstream]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, scale {args.scale}, "
