@@ -56,6 +56,14 @@ def _ridge(alpha: float) -> object:
     return make_pipeline(StandardScaler(), Ridge(alpha=alpha))
 
 
+def _singular_vectors(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvectors ``(k, r)`` of a Gram or covariance matrix ``(k, k)`` of ``xs`` and the singular values ``(r,)`` of
+    ``xs`` (square roots of its eigenvalues), numerically zero ones dropped."""
+    lam, vectors = np.linalg.eigh(gram)
+    keep = lam > 1e-10 * max(lam.max(), 1e-300)
+    return vectors[:, keep], np.sqrt(lam[keep])
+
+
 class RidgePath:
     """Ridge regression on standardised inputs for a whole grid of alphas from one eigendecomposition: for each
     alpha the same model as sklearn's ``make_pipeline(StandardScaler(), Ridge(alpha))`` (tested), at the cost of
@@ -74,16 +82,12 @@ class RidgePath:
         self.y_mean = y.mean(0)
         yc = y - self.y_mean
         # xs = U S V^T; everything below needs only S, U^T yc and a projection of new inputs onto V
-        if xs.shape[0] <= xs.shape[1]:  # more features than windows: the Gram matrix (n, n)
-            lam, u = np.linalg.eigh(xs @ xs.T)
-            keep = lam > 1e-10 * max(lam.max(), 1e-300)
-            u, self.s = u[:, keep], np.sqrt(lam[keep])
+        if xs.shape[0] <= xs.shape[1]:  # more features than windows: the Gram matrix (n, n) gives U
+            u, self.s = _singular_vectors(xs @ xs.T)
             self._project = (xs.T @ u) / self.s  # V (p, r)
             self.uty = u.T @ yc  # (r, q)
-        else:  # the covariance (p, p)
-            lam, v = np.linalg.eigh(xs.T @ xs)
-            keep = lam > 1e-10 * max(lam.max(), 1e-300)
-            v, self.s = v[:, keep], np.sqrt(lam[keep])
+        else:  # the covariance (p, p) gives V
+            v, self.s = _singular_vectors(xs.T @ xs)
             self._project = v
             self.uty = (v.T @ (xs.T @ yc)) / self.s[:, None]
 
