@@ -26,6 +26,7 @@ from ..data.recording import Recording
 from ..data.splits import build_splits, make_pools
 from ..evaluate import mean_ci, paired_bootstrap, paired_t
 from ..methods import ABLATIONS, Method, get_method
+from ..parallel import memo, prefill, run_threads
 from ..plotting import save_table
 
 from .common import artifact_dir, keep_evenly, load_cached, load_recordings, table_header
@@ -203,7 +204,8 @@ class AblationRunner:
             cached = load_cached(out, ("embedding.npz",), self.force, reuse)
             if cached is None:
                 splits = build_splits(down, self.cfg.data.novel_frames_fraction)
-                recs, curve = fit_cebra(down, splits, settings, seed=seed)
+                with run_threads(self.cfg):  # numbers independent of the worker count (poyocap.parallel)
+                    recs, curve = fit_cebra(down, splits, settings, seed=seed)
                 out.mkdir(parents=True, exist_ok=True)
                 np.savez(out / "embedding.npz", curve=curve, **{f"s{k}": r.dff for k, r in enumerate(recs)})
             else:
@@ -239,6 +241,8 @@ def ablation_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
         recordings = load_recordings(cfg, progress=progress)
     seeds = tuple(cfg.eval.seeds) if extended else tuple(cfg.eval.seeds[:1])
     runner = AblationRunner(acfg, recordings, progress, force)
+    if _prefill_rows(acfg, seeds, force, progress) > 1:
+        runner.force = False  # the workers have just (re)computed every pretraining and row: read them back
     rows, items = [], {}
     for seed in seeds:
         for method in ABLATIONS:
@@ -253,6 +257,45 @@ def ablation_stage(cfg: Config, recordings: Sequence[Recording] | None = None, e
     curves = {mode: curve for (mode, seed), (_, curve) in runner.cebra.items() if seed == seeds[0]}
     return AblationStage(acfg, pd.DataFrame(rows), items, pd.DataFrame(list(runner.pool_rows.values())), curves,
                          pretraining, _references(cfg, recordings, progress), seeds, extended)
+
+
+def _prefill_rows(acfg: Config, seeds: Sequence[int], force: bool, progress: bool) -> int:
+    """Every row's pretraining and CEBRA fit (each once), then every row's fine-tuning, in worker processes
+    (:mod:`poyocap.parallel`); the stage then reads them back in table order. Returns the number of workers."""
+    inputs, seen = [], set()
+    for seed in seeds:
+        for method in ABLATIONS:
+            need = ("pretrain", method.options.get("pool", "predictable"),
+                    stable_digest(method.options.get("pretrain", {}))) if method.init == "pretrained" else None
+            if method.options.get("input", "").startswith("cebra_"):
+                need = ("cebra", method.options["input"])
+            if need is not None and (need, seed) not in seen:
+                seen.add((need, seed))
+                inputs.append((_ablation_input_job, (acfg, method, seed, force)))
+    runs = [(_ablation_row_job, (acfg, method, task, seed, force))
+            for seed in seeds for method in ABLATIONS for task in method.tasks]
+    workers = prefill(acfg, inputs, "ablations: pretraining and CEBRA", progress)
+    return max(workers, prefill(acfg, runs, "ablations: rows", progress))
+
+
+def _worker_runner(acfg: Config, force: bool) -> AblationRunner:
+    return memo(("ablations", acfg.digest(), force),
+                lambda: AblationRunner(acfg, load_recordings(acfg, progress=False), progress=False, force=force))
+
+
+def _ablation_input_job(acfg: Config, method: Method, seed: int, force: bool) -> None:
+    """A worker's job: the pretraining (or CEBRA fit) ``method``'s rows start from."""
+    runner = _worker_runner(acfg, force)
+    source = method.options.get("input", "")
+    if source.startswith("cebra_"):
+        runner.cebra_pool(source.removeprefix("cebra_"), seed, method.tasks[0])
+    else:
+        runner.pretrain(method, seed)
+
+
+def _ablation_row_job(acfg: Config, method: Method, task: str, seed: int, force: bool) -> None:
+    """A worker's job: one row's fine-tuning; its pretraining / CEBRA fit is read from the cache (first phase)."""
+    run_method(_worker_runner(acfg, False).row_setup(method, task, seed), method, seed, force, progress=False)
 
 
 def _references(cfg: Config, recordings: Sequence[Recording], progress: bool) -> pd.DataFrame:

@@ -27,11 +27,12 @@ from ..finetune import load_pretrained
 from ..methods import Method, methods_for
 from ..model.baselines import build_encoder
 from ..model.encoder import CalciumEncoder
+from ..parallel import memo, prefill, run_threads
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
 from ..train import TrainSettings, eval_batches, read_history, save_atomic, train
-from .common import artifact_dir, load_cached, load_recordings, subsample
+from .common import artifact_dir, is_cached, load_cached, load_recordings, subsample
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
 
@@ -166,6 +167,13 @@ def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = Fa
     cached = load_cached(out, RUN_FILES, force, lambda: load_test_result(out, read_history(out / "metrics.csv")))
     if cached is not None:  # a finished run: its saved test evaluation, no model built (notebook 05 reuses 04's runs)
         return cached
+    with run_threads(cfg):  # one thread per CPU run: numbers independent of the worker count (poyocap.parallel)
+        return _train_and_test(setup, method, seed, out, force, progress)
+
+
+def _train_and_test(setup: FinetuneSetup, method: Method, seed: int, out: Path, force: bool,
+                    progress: bool) -> RunResult:
+    cfg, task, fc = setup.cfg, setup.task, setup.cfg.finetune
     train_pool, eval_pool = setup.pools(method)
     seed_everything(seed)
     model, vocab = _initial_model(setup, method, seed, train_pool)
@@ -216,16 +224,21 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int, force: boo
     """A linear reference (:mod:`poyocap.references`) fitted per session on the downstream training windows,
     regularisation chosen on validation, scored on the same test windows as every deep method. Cached (metrics,
     per-item scores and the example predictions) like a deep run, so notebook 05 reuses notebook 04's."""
-    out = artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 1,
-                       f"-{method.slug}-seed{seed}", **setup.key, method=method.options)
+    out = reference_dir(setup, method, seed)
     cached = load_cached(out, ("result.pt",), force, lambda: load_test_result(out, None, "result.pt"))
     if cached is not None:
         return cached
-    res = _fit_reference(setup, method, seed)
+    with run_threads(setup.cfg):
+        res = _fit_reference(setup, method, seed)
     out.mkdir(parents=True, exist_ok=True)
     res = RunResult(res.metrics, res.per_item, setup.task.examples(res.pred), setup.task.examples(res.target), None)
     save_test_result(out, res, "result.pt")
     return res
+
+
+def reference_dir(setup: FinetuneSetup, method: Method, seed: int) -> Path:
+    return artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 1,
+                        f"-{method.slug}-seed{seed}", **setup.key, method=method.options)
 
 
 def _fit_reference(setup: FinetuneSetup, method: Method, seed: int) -> RunResult:
@@ -279,9 +292,9 @@ def floor_result(setup: FinetuneSetup, method: Method) -> RunResult | None:
 
 
 def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] | None = None,
-                   progress: bool = True, pretrain: PretrainStage | None = None) -> FinetuneSetup:
+                   progress: bool = True, pretrain: PretrainStage | None = None, save: bool = True) -> FinetuneSetup:
     """Task, pools, cached pretrained encoders (trained if missing; ``pretrain`` given: those instead) and the
-    artifact root of one task."""
+    artifact root of one task. ``save=False``: the pretraining summary table is not rewritten (a worker's set-up)."""
     task = get_task(task_name, cfg)
     if recordings is None:
         recordings = load_recordings(cfg, progress=progress)
@@ -292,7 +305,7 @@ def finetune_setup(cfg: Config, task_name: str, recordings: Sequence[Recording] 
     if not down:
         raise ValueError("the downstream pool is empty")
     if pretrain is None:
-        pretrain = pretrain_stage(cfg, recordings, progress=progress)  # cached encoders (trains them if missing)
+        pretrain = pretrain_stage(cfg, recordings, progress=progress, save=save)  # cached (trained if missing)
     key = {"lines": list(partition.predictable_lines), "task": task.name, "loss": task.loss_spec}
     return FinetuneSetup(cfg, task, pretrain, Pool(down, task.windows(down)),
                          Pool(pre + down, task.windows(pre + down)), key)
@@ -315,6 +328,8 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     if references:
         plan += [(m, s) for m in methods_for(task, "reference") for s in (m.run_seeds(seeds) if m.init != "none"
                                                                            else (-1,))]
+    if _prefill_runs(setup, plan, force, progress) > 1:
+        force = False  # the workers have just (re)computed every run: read them back
     rows, items, histories, examples, confusion = [], {}, {}, {}, {}
     targets_out: Any = None
     for method, seed in plan:
@@ -339,3 +354,31 @@ def finetune_stage(cfg: Config, task: str, recordings: Sequence[Recording] | Non
     t = setup.task
     return FinetuneStage(task, per_seed, items, histories, examples, targets_out, confusion, t.loss_spec,
                          int(per_seed["n_test"].iloc[0]), t.metric, t.label, t.table_extras)
+
+
+def _prefill_runs(setup: FinetuneSetup, plan: Sequence[tuple[Method, int]], force: bool, progress: bool) -> int:
+    """The plan's deep runs and references that are not cached yet, computed in worker processes (longest first);
+    the floors without a model stay in the calling process. Returns the number of workers (1: none used)."""
+    todo = []
+    for method, seed in plan:
+        if method.role == "reference":
+            if not is_cached(reference_dir(setup, method, seed), ("result.pt",), force):
+                todo.append((REFERENCE_COST.get(method.options.get("reference"), 0), method, seed))
+        elif method.init != "none" and not is_cached(setup.run_dir(method, seed), RUN_FILES, force):
+            todo.append((setup.steps(method), method, seed))
+    todo.sort(key=lambda job: -job[0])
+    jobs = [(_finetune_job, (setup.cfg, setup.task.name, method, seed, force)) for _, method, seed in todo]
+    return prefill(setup.cfg, jobs, f"{setup.task.name}: runs", progress)
+
+
+#: rough cost of a reference in fine-tuning steps (demo, CPU), to start the longest jobs first
+REFERENCE_COST = {"pseudo_population": 300, "raw": 100, "random_encoder": 80}
+
+
+def _finetune_job(cfg: Config, task: str, method: Method, seed: int, force: bool) -> None:
+    """A worker's job: one run or reference of ``method``, written to its artifact directory."""
+    setup = memo(("finetune", cfg.digest(), task), lambda: finetune_setup(cfg, task, progress=False, save=False))
+    if method.role == "reference":
+        reference_result(setup, method, seed, force)
+    else:
+        run_method(setup, method, seed, force, progress=False)

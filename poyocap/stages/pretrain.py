@@ -25,10 +25,11 @@ from ..data.windows import UnitVocab, WindowDataset, grating_windows, movie_wind
 from ..evaluate import latent_features, masked_reconstruction, per_session_probe
 from ..model.encoder import CalciumEncoder
 from ..model.pretrain import TwinMaskedPretrainer, effective_rank
+from ..parallel import memo, prefill, run_threads
 from ..plotting import save_table
 from ..repro import run_metadata, seed_everything, weights_digest
 from ..train import TrainSettings, load_state_exactly, read_history, save_atomic, train
-from .common import artifact_dir, keep_every, load_cached, load_recordings, subsample, table_header
+from .common import artifact_dir, is_cached, keep_every, load_cached, load_recordings, subsample, table_header
 from .filtering import load_partition
 
 #: Bump when the training or evaluation code changes what a cached run would contain.
@@ -186,14 +187,31 @@ def monitor_summary(history: pd.DataFrame) -> dict[str, float]:
             "eff_rank_ratio": float(last["eff_rank"] / first["eff_rank"]), "monitor_step": float(last["step"])}
 
 
+def run_dir(cfg: Config, partition: filtering.Partition, seed: int, stage: str = "pretrain",
+            key: Mapping[str, Any] | None = None) -> Path:
+    """The artifact directory of one pretraining run (``stage`` / ``key``: see :func:`pretrain_run`)."""
+    return artifact_dir(cfg, stage, ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
+                        f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
+
+
+def _pretrain_job(cfg: Config, seed: int, force: bool) -> None:
+    """A worker's job: one seed of the predictable pool's pretraining, written to its artifact directory."""
+    def build() -> tuple:
+        partition = load_partition(cfg)
+        _, _, vocab, data = pretrain_data(cfg, load_recordings(cfg, progress=False), partition)
+        return partition, vocab, data
+
+    partition, vocab, data = memo(("pretrain", cfg.digest()), build)
+    pretrain_run(cfg, partition, vocab, data, seed, force, progress=False)
+
+
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
                  seed: int, force: bool = False, progress: bool = True, stage: str = "pretrain",
                  key: Mapping[str, Any] | None = None, desc: str = "pretrain", evaluate: bool = True) -> PretrainRun:
     """One seed: reuse the finished run of this config, or train (resuming an interrupted one) and evaluate.
     ``stage`` / ``key``: another artifact folder and what else names the run's inputs (the ablation pools).
     ``evaluate=False``: no probes (the costly part), only the collapse monitor's ratios (:func:`monitor_summary`)."""
-    out = artifact_dir(cfg, stage, ("data", "encoder", "pretrain"), PRETRAIN_ARTIFACT_VERSION,
-                       f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
+    out = run_dir(cfg, partition, seed, stage, key)
     seed_everything(seed)
     objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
     def reuse() -> PretrainRun:
@@ -208,11 +226,12 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
         return cached
     settings = TrainSettings(snapshot_every=cfg.pretrain.snapshot_every, checkpoint_every=cfg.pretrain.checkpoint_every,
                              eval_every=cfg.pretrain.snapshot_every)
-    result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
-                   device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
-                   desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
-    objective = result.objective.cpu()
-    evaluation = evaluate_pretraining(cfg, objective, data, seed) if evaluate else monitor_summary(result.history)
+    with run_threads(cfg):  # one thread per CPU run: numbers independent of the worker count (poyocap.parallel)
+        result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
+                       device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
+                       desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
+        objective = result.objective.cpu()
+        evaluation = evaluate_pretraining(cfg, objective, data, seed) if evaluate else monitor_summary(result.history)
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
     save_atomic({"objective": objective.state_dict(), "encoder": objective.encoder.state_dict(),
                  "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,
@@ -222,15 +241,21 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
 
 
 def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, progress: bool = True,
-                   force: bool = False) -> PretrainStage:
+                   force: bool = False, save: bool = True) -> PretrainStage:
     """One pretraining run per seed on the predictable pool (reused from the artifact dir unless the config
-    changed or ``force``); evaluation of each run; encoder checkpoints for fine-tuning."""
+    changed or ``force``; seeds not cached run side by side in worker processes, :mod:`poyocap.parallel`);
+    evaluation of each run; encoder checkpoints for fine-tuning. ``save``: write the summary table."""
     if recordings is None:
         recordings = load_recordings(cfg, progress=progress)
     partition = load_partition(cfg)
     pools, _, vocab, data = pretrain_data(cfg, recordings, partition)
+    todo = [seed for seed in cfg.eval.seeds if not is_cached(run_dir(cfg, partition, seed), RUN_FILES, force)]
+    if prefill(cfg, [(_pretrain_job, (cfg, seed, force)) for seed in todo], "pretraining seeds", progress) > 1:
+        force = False  # the workers have just (re)computed them: read them back
     runs = [pretrain_run(cfg, partition, vocab, data, seed, force, progress) for seed in cfg.eval.seeds]
     summary = pd.DataFrame([_summary_row(r) for r in runs])
+    if not save:
+        return PretrainStage(runs, summary, pd.DataFrame(pools.summary(recordings)), len(vocab))
     save_table(summary, paths.results_dir(cfg.scale) / "pretraining_summary", table_header(
         cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
              f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
