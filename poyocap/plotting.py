@@ -305,11 +305,26 @@ def plot_reconstructions(examples: dict, targets: "torch.Tensor", source: str, n
                        "Test frames and reconstructions (first seed)", source, (1.7, 1.0, 0.3), 7)
 
 
+def strip_start(targets: "torch.Tensor", n: int) -> int:  # noqa: F821
+    """Where ``n`` consecutive true frames ``(N, H, W)`` change most (summed mean absolute frame-to-frame
+    difference): a strip over a still shot cannot show whether a prediction follows the movie. Uses the true frames
+    only, never a prediction."""
+    frames = targets.float().reshape(len(targets), -1)
+    if len(frames) <= n:
+        return 0
+    change = (frames[1:] - frames[:-1]).abs().mean(1).cpu().numpy()  # (N - 1,)
+    return int(np.argmax(np.convolve(change, np.ones(n - 1), mode="valid")))
+
+
 def plot_strip(examples: dict, targets: "torch.Tensor", source: str, n: int = 12) -> plt.Figure:  # noqa: F821
-    """The first ``n`` test windows (consecutive frames of the first test session, evenly subsampled) and every
-    method's and reference's reconstruction of them: does the prediction follow the movie?"""
-    return _image_grid(examples, targets, np.arange(min(n, len(targets))), "A contiguous strip of test frames "
-                       "(first test session, left to right in time) and reconstructions", source, (1.1, 0.75, 0.4), 6)
+    """``n`` consecutive test windows (frames of the first test session, evenly subsampled) and every method's and
+    reference's reconstruction of them: does the prediction follow the movie? The strip starts where the true frames
+    change most (:func:`strip_start`)."""
+    start = strip_start(targets, n)
+    return _image_grid(examples, targets, np.arange(start, min(start + n, len(targets))),
+                       f"Consecutive test frames {start}-{start + n - 1} (first test session, left to right in time; "
+                       "the stretch where the true movie changes most) and reconstructions", source, (1.1, 0.75, 0.4),
+                       6)
 
 
 def plot_learning_curves(histories: dict, source: str, metric_label: str,

@@ -317,3 +317,14 @@ def test_head_init_random_leaves_the_head_alone_and_linear_probe_changes_it():
     before = model.readout.classify[1].weight.detach().clone()
     task.initialise(model, [rec], table, vocab)
     assert not torch.equal(model.readout.classify[1].weight, before)
+
+
+def test_strip_starts_where_the_true_movie_changes_most():
+    from poyocap.plotting import strip_start
+
+    frames = torch.full((64, 4, 8), 0.5)
+    frames[30:42] = (torch.arange(12) % 2).float()[:, None, None]  # frames 30-41 flicker 0 / 1: 11 changes of 1
+    assert strip_start(frames, 12) == 30  # the cuts into and out of the stretch change by 0.5 only
+    assert strip_start(frames[:10], 12) == 0  # fewer frames than the strip
+    still = torch.ones(64, 4, 8)
+    assert strip_start(still, 12) == 0
