@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Hashable, Iterator, Sequence, TypeVar
@@ -87,6 +88,8 @@ def memo(key: Hashable, build: Callable[[], T]) -> T:
 
 def _init_worker() -> None:
     torch.set_num_threads(RUN_THREADS)
+    # the calling process has already said so, once (poyocap.tasks.MovieTask); not again from every worker
+    warnings.filterwarnings("ignore", message=r"perceptual \(LPIPS\) term is OFF")
 
 
 def prefill(cfg: Config, jobs: Sequence[Job], desc: str, progress: bool = True) -> int:

@@ -194,7 +194,7 @@ class AblationRunner:
             down = self.setup(task).downstream.recordings
             iterations, batch = CEBRA_BUDGET.get(self.cfg.scale, CEBRA_BUDGET["paper"])
             settings = CebraSettings(mode=mode, max_iterations=iterations, batch_size=batch)
-            out = artifact_dir(self.cfg, "ablation_cebra", ("data",), 1, f"-{mode}-seed{seed}",
+            out = artifact_dir(self.cfg, "ablation_cebra", ("data",), 2, f"-{mode}-seed{seed}",  # 2: one thread
                                settings=dataclasses.asdict(settings))
 
             def reuse() -> tuple[list[np.ndarray], np.ndarray]:

@@ -36,7 +36,7 @@ from .common import artifact_dir, is_cached, load_cached, load_recordings, subsa
 from .filtering import load_partition
 from .pretrain import PretrainStage, pretrain_stage
 
-FINETUNE_ARTIFACT_VERSION = 3
+FINETUNE_ARTIFACT_VERSION = 4  # 4: one thread per CPU run (poyocap.parallel): runs of 3 differ in the last digits
 TEST_FILE = "test.pt"  # a run's test metrics, per-item scores and example predictions (cache of its evaluation)
 RUN_FILES = ("model.pt", "metrics.csv", TEST_FILE)  # a finished fine-tuning run
 
@@ -237,7 +237,7 @@ def reference_result(setup: FinetuneSetup, method: Method, seed: int, force: boo
 
 
 def reference_dir(setup: FinetuneSetup, method: Method, seed: int) -> Path:
-    return artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 1,
+    return artifact_dir(setup.cfg, f"reference_{setup.task.name}", ("data", "encoder", "finetune"), 2,
                         f"-{method.slug}-seed{seed}", **setup.key, method=method.options)
 
 

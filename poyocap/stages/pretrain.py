@@ -33,7 +33,7 @@ from .common import artifact_dir, is_cached, keep_every, load_cached, load_recor
 from .filtering import load_partition
 
 #: Bump when the training or evaluation code changes what a cached run would contain.
-PRETRAIN_ARTIFACT_VERSION = 4  # 4: eval rows (collapse monitor) in metrics.csv
+PRETRAIN_ARTIFACT_VERSION = 5  # 4: eval rows (collapse monitor) in metrics.csv; 5: one thread per CPU run
 #: std(Z_L) on held-out windows must keep at least this fraction of its value at initialisation.
 STD_RATIO_FLOOR = 0.5
 #: spacing of the pretraining windows (s)
