@@ -331,7 +331,7 @@ def plot_learning_curves(histories: dict, source: str, metric_label: str,
                          references: dict[str, float] | None = None) -> plt.Figure:
     """Validation score over steps, per method (all seeds), with the training loss beside it; ``references``
     (name -> validation score of a linear reference) are drawn as horizontal lines: the bar to clear."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 3))
     for i, (name, value) in enumerate((references or {}).items()):
         axes[1].axhline(value, color="0.3", ls=["--", ":", "-."][i % 3], lw=0.9, label=f"{name} (val)")
     colors: dict[str, str] = {}
@@ -346,7 +346,7 @@ def plot_learning_curves(histories: dict, source: str, metric_label: str,
     axes[1].set_title(f"validation {metric_label} (model selection)")
     for ax in axes:
         ax.set_xlabel("step")
-    axes[1].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)  # off the curves
     fig.tight_layout()
     synthetic_label(fig, source)
     return fig
