@@ -162,7 +162,7 @@ def _initial_model(setup: FinetuneSetup, method: Method, seed: int, train_pool: 
 def run_method(setup: FinetuneSetup, method: Method, seed: int, force: bool = False,
                progress: bool = True) -> RunResult:
     """Fine-tune (or reuse) ``method`` with ``seed``, select on validation, score on the test set."""
-    cfg, task, fc = setup.cfg, setup.task, setup.cfg.finetune
+    cfg = setup.cfg
     out = setup.run_dir(method, seed)
     cached = load_cached(out, RUN_FILES, force, lambda: load_test_result(out, read_history(out / "metrics.csv")))
     if cached is not None:  # a finished run: its saved test evaluation, no model built (notebook 05 reuses 04's runs)
