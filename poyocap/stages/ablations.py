@@ -148,6 +148,12 @@ def pool_sizes(name: str, recs: Sequence[Recording], n_windows: int) -> dict[str
             "lines": ", ".join(sorted({filtering.short_name(r.cre_line) for r in recs}))}
 
 
+def pretrain_key(method: Method, seed: int) -> tuple[str, str, int]:
+    """What names one pretraining of the table: ``method``'s pool, its objective overrides and the seed (rows that
+    share it share the pretraining)."""
+    return method.options.get("pool", "predictable"), stable_digest(dict(method.options.get("pretrain", {}))), seed
+
+
 # ------------------------------------------------------------------------------------------------------ rows
 class AblationRunner:
     """Runs the rows; caches pretrainings (one serves every row with the same pool and objective) and CEBRA fits."""
@@ -173,7 +179,7 @@ class AblationRunner:
         that count; default: POYO-CAP's for the pools in :data:`SIZE_MATCHED`, else all windows)."""
         name = method.options.get("pool", "predictable")
         overrides = dict(method.options.get("pretrain", {}))
-        memo = (name, stable_digest(overrides), seed)
+        memo = pretrain_key(method, seed)
         if memo not in self.pretrained:
             pcfg = self.cfg.with_overrides(pretrain=overrides) if overrides else self.cfg
             recs = self.pools[name]
@@ -265,12 +271,11 @@ def _prefill_rows(acfg: Config, seeds: Sequence[int], force: bool, progress: boo
     inputs, seen = [], set()
     for seed in seeds:
         for method in ABLATIONS:
-            need = ("pretrain", method.options.get("pool", "predictable"),
-                    stable_digest(method.options.get("pretrain", {}))) if method.init == "pretrained" else None
-            if method.options.get("input", "").startswith("cebra_"):
-                need = ("cebra", method.options["input"])
-            if need is not None and (need, seed) not in seen:
-                seen.add((need, seed))
+            source = method.options.get("input", "")
+            need = (("cebra", source, seed) if source.startswith("cebra_")
+                    else pretrain_key(method, seed) if method.init == "pretrained" else None)
+            if need is not None and need not in seen:
+                seen.add(need)
                 inputs.append((_ablation_input_job, (acfg, method, seed, force)))
     runs = [(_ablation_row_job, (acfg, method, task, seed, force))
             for seed in seeds for method in ABLATIONS for task in method.tasks]

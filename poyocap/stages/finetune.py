@@ -27,7 +27,7 @@ from ..finetune import load_pretrained
 from ..methods import Method, methods_for
 from ..model.baselines import build_encoder
 from ..model.encoder import CalciumEncoder
-from ..parallel import memo, prefill, run_threads
+from ..parallel import memo, prefill, run_threads, uses_cpu
 from ..references import LinearReference, PseudoPopulationRidge
 from ..repro import seed_everything
 from ..tasks import DownstreamTask, get_task
@@ -189,7 +189,7 @@ def _train_and_test(setup: FinetuneSetup, method: Method, seed: int, out: Path, 
     settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
                              frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
     trained = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
-                    device="cpu" if cfg.scale != "paper" else None, eval_fn=val_score, select_key="val_score",
+                    device="cpu" if uses_cpu(cfg) else None, eval_fn=val_score, select_key="val_score",
                     config=cfg.to_dict(), progress=progress, desc=f"{task.name} {method.name} seed {seed}",
                     resume=not force)
     model, history = trained.objective.cpu(), trained.history

@@ -25,7 +25,7 @@ from ..data.windows import UnitVocab, WindowDataset, grating_windows, movie_wind
 from ..evaluate import latent_features, masked_reconstruction, per_session_probe
 from ..model.encoder import CalciumEncoder
 from ..model.pretrain import TwinMaskedPretrainer, effective_rank
-from ..parallel import memo, prefill, run_threads
+from ..parallel import memo, prefill, run_threads, uses_cpu
 from ..plotting import save_table
 from ..repro import run_metadata, seed_everything, weights_digest
 from ..train import TrainSettings, load_state_exactly, read_history, save_atomic, train
@@ -228,7 +228,7 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                              eval_every=cfg.pretrain.snapshot_every)
     with run_threads(cfg):  # one thread per CPU run: numbers independent of the worker count (poyocap.parallel)
         result = train(objective, data["train"], cfg.pretrain.optim, settings, seed=seed, out_dir=out,
-                       device="cpu" if cfg.scale != "paper" else None, config=cfg.to_dict(), progress=progress,
+                       device="cpu" if uses_cpu(cfg) else None, config=cfg.to_dict(), progress=progress,
                        desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
         objective = result.objective.cpu()
         evaluation = evaluate_pretraining(cfg, objective, data, seed) if evaluate else monitor_summary(result.history)
@@ -254,11 +254,10 @@ def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, p
         force = False  # the workers have just (re)computed them: read them back
     runs = [pretrain_run(cfg, partition, vocab, data, seed, force, progress) for seed in cfg.eval.seeds]
     summary = pd.DataFrame([_summary_row(r) for r in runs])
-    if not save:
-        return PretrainStage(runs, summary, pd.DataFrame(pools.summary(recordings)), len(vocab))
-    save_table(summary, paths.results_dir(cfg.scale) / "pretraining_summary", table_header(
-        cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
-             f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
+    if save:
+        save_table(summary, paths.results_dir(cfg.scale) / "pretraining_summary", table_header(
+            cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
+                 f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
     return PretrainStage(runs, summary, pd.DataFrame(pools.summary(recordings)), len(vocab))
 
 
