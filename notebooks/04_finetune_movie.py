@@ -39,9 +39,11 @@ partition = "computed"
 from poyocap import paths, plotting, stages
 
 cfg = stages.setup_notebook(scale, source, seeds, partition)
-steps = cfg.finetune.optim.steps
+optim = cfg.finetune.task_optim("movie")
+steps = optim.steps
 print(f"frames {cfg.data.frame_height}x{cfg.data.frame_width}; window {cfg.data.movie_window_s} s ending "
-      f"{cfg.data.movie_lag_s} s after the frame; {steps} steps per method "
+      f"{cfg.data.movie_lag_s} s after the frame; batch {optim.batch_size}, peak LR {optim.lr:g}; "
+      f"{steps} steps per method "
       f"({steps + cfg.pretrain.optim.steps} for the labelled + pretraining's steps row)")
 
 # %%

@@ -98,11 +98,15 @@ def masked_reconstruction(objective: TwinMaskedPretrainer, dataset: Dataset, bat
 
 # ------------------------------------------------------------------------------------------- movie metrics
 def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
-    """Headline SSIM per frame: frames in [0, 1], data_range 1, Gaussian window 11, sigma 1.5. ``(N, H, W)`` -> (N,)."""
-    from pytorch_msssim import ssim
+    """Headline SSIM per frame: frames in [0, 1], data_range 1, Gaussian window 11, sigma 1.5. ``(N, H, W)`` -> (N,).
 
-    return ssim(pred[:, None].float(), target[:, None].float(), data_range=1.0, size_average=False, win_size=11,
-                win_sigma=1.5).cpu().numpy()
+    pytorch_msssim's SSIM, computed by :func:`poyocap.losses.ssim_frames` (equal to ~1e-6, tested; 8x faster)."""
+    from .losses import ssim_frames
+
+    if len(pred) == 0:
+        return np.zeros(0)
+    with torch.no_grad():
+        return torch.cat([ssim_frames(p, t) for p, t in zip(pred.split(512), target.split(512))]).cpu().numpy()
 
 
 def ssim_torchmetrics(pred: torch.Tensor, target: torch.Tensor) -> float:

@@ -238,6 +238,28 @@ def test_ssim_loss_is_float32_under_bf16_autocast():
     assert torch.isfinite(pred.grad).all()
 
 
+@pytest.mark.parametrize("hw", [(32, 64), (12, 20), (8, 16)])
+def test_ssim_frames_equals_pytorch_msssim(hw):
+    """The loss's matrix-product SSIM is pytorch_msssim's SSIM per frame, in value and in gradient (including
+    frames smaller than the window along an axis, which pytorch_msssim leaves unfiltered)."""
+    import warnings
+
+    from pytorch_msssim import ssim
+
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(6, *hw, generator=g)
+    pred = (0.7 * target + 0.3 * torch.rand(6, *hw, generator=g)).requires_grad_()
+    ours = losses.ssim_frames(pred, target)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pytorch_msssim warns when it skips an axis
+        ref = ssim(pred[:, None], target[:, None], data_range=1.0, size_average=False, win_size=11, win_sigma=1.5)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-5)
+    (grad_ours,) = torch.autograd.grad(ours.sum(), pred)
+    (grad_ref,) = torch.autograd.grad(ref.sum(), pred)
+    torch.testing.assert_close(grad_ours, grad_ref, atol=1e-6, rtol=1e-4)
+    assert float(losses.ssim_frames(target, target).min()) == pytest.approx(1.0, abs=1e-6)
+
+
 def test_effective_rank_known_answers():
     from poyocap.model.pretrain import effective_rank
 

@@ -82,6 +82,19 @@ def test_one_optimiser_config_for_pretraining_and_finetuning():
     assert again.pretrain.optim == cfg.pretrain.optim
 
 
+def test_task_optim_gives_the_movie_its_own_batch_and_lr():
+    demo = Config.for_scale("demo").finetune
+    movie, gratings = demo.task_optim("movie", steps=7), demo.task_optim("gratings")
+    assert (movie.batch_size, movie.lr, movie.steps) == (demo.movie_batch_size, demo.movie_lr, 7)
+    assert (movie.batch_size, movie.lr) != (demo.optim.batch_size, demo.optim.lr)  # the demo deviates for the movie
+    assert gratings == demo.optim
+    for scale in ("smoke", "paper"):  # 0 = the shared optimiser's settings
+        fc = Config.for_scale(scale).finetune
+        assert fc.task_optim("movie") == fc.optim
+    with pytest.raises(ValueError, match="movie_batch_size"):
+        Config().with_overrides(finetune={"movie_batch_size": -1})
+
+
 def test_paths_follow_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("POYOCAP_CACHE", str(tmp_path / "c"))
     monkeypatch.setenv("POYOCAP_OUTPUT", str(tmp_path / "o"))

@@ -59,6 +59,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--variant", action="append", default=[])
     ap.add_argument("--sessions", type=int, default=0, help="use only the first N downstream sessions")
+    ap.add_argument("--pool", choices=("downstream", "all"), default="downstream",
+                    help="training pool: the downstream mice (Scratch (downstream)) or the predictable lines' "
+                    "sessions as well (Scratch (all lines)); validation is always the downstream mice's")
+    ap.add_argument("--no-train", action="store_true", help="only the references (with --references)")
     ap.add_argument("--references", action="store_true", help="also print the floor and the per-session linear "
                     "reference on the same validation windows")
     args = ap.parse_args()
@@ -72,19 +76,23 @@ def main() -> None:
         if key not in loaded:
             recordings = load_recordings(cfg, progress=False)
             pools = make_pools(recordings, demo_lines(recordings))
-            loaded[key] = [r for r in recordings if r.session_id in pools.downstream][: args.sessions or None]
-            print(f"downstream sessions {len(loaded[key])}, units {sum(r.n_units for r in loaded[key])}", flush=True)
-        down = loaded[key]
+            down = [r for r in recordings if r.session_id in pools.downstream][: args.sessions or None]
+            pre = [r for r in recordings if r.session_id in pools.pretrain] if args.pool == "all" else []
+            loaded[key] = [down, pre + down if pre else down]
+            print(f"downstream sessions {len(down)}, units {sum(r.n_units for r in down)}; training pool "
+                  f"{len(pre + down)} sessions", flush=True)
+        down, train_recs = loaded[key]
         fc = cfg.finetune
-        opt = dataclasses.replace(fc.optim, steps=args.steps, **optim)
+        opt = dataclasses.replace(fc.task_optim(args.task, args.steps), **optim)
         task = get_task(args.task, cfg)
         table = task.windows(down)
-        vocab = UnitVocab([u for r in down for u in r.unit_ids])
+        train_table = task.windows(train_recs) if train_recs is not down else table
+        vocab = UnitVocab([u for r in train_recs for u in r.unit_ids])
         seed_everything(args.seed)
-        vocab.session_rows([r.session_id for r in down])
+        vocab.session_rows([r.session_id for r in train_recs])
         model = task.build(CalciumEncoder(cfg.encoder, len(vocab)), n_sessions=len(vocab.sessions))
-        train_ds = task.dataset(down, table, "train", vocab, train=True)
-        task.initialise(model, down, table, vocab)
+        train_ds = task.dataset(train_recs, train_table, "train", vocab, train=True)
+        task.initialise(model, train_recs, train_table, vocab)
         val_ds = subsample(task.dataset(down, table, "val", vocab), fc.max_eval_windows // 4)
 
         def extras(pred, target) -> str:  # noqa: ANN001
@@ -103,7 +111,9 @@ def main() -> None:
             floor = task.constant_prediction(down, table, target)
             if floor is not None:
                 line += f", floor {np.mean(task.score_items(floor, target)):.3f}"
-            print(line, flush=True)
+            print(f"{variant}: {line}", flush=True)
+        if args.no_train:
+            continue
 
         def val_score(m, step):  # noqa: ANN001
             return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}

@@ -64,7 +64,7 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
     def val_score(m, step):  # noqa: ANN001
         return {"val_score": float(np.mean(task.score_items(*task.predict(m, val_ds))))}
 
-    opt = dataclasses.replace(cfg.finetune.optim, steps=steps)
+    opt = cfg.finetune.task_optim(task_name, steps)
     res = train(model, train_ds, opt, TrainSettings(eval_every=eval_every, checkpoint_every=0), seed=seed, device=device,
                 eval_fn=val_score, select_key="val_score", progress=False)
     ev = res.history[res.history.kind == "eval"]

@@ -9,7 +9,7 @@ config / task / method / seed.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -188,7 +188,7 @@ def _train_and_test(setup: FinetuneSetup, method: Method, seed: int, out: Path, 
     task.initialise(model, train_pool.recordings, train_pool.table, vocab)
     settings = TrainSettings(eval_every=fc.eval_every, checkpoint_every=fc.checkpoint_every,
                              frozen_first_group_steps=fc.frozen_warmup_steps if method.init == "pretrained" else 0)
-    trained = train(model, train_ds, replace(fc.optim, steps=steps), settings, seed=seed, out_dir=out,
+    trained = train(model, train_ds, fc.task_optim(task.name, steps), settings, seed=seed, out_dir=out,
                     device="cpu" if uses_cpu(cfg) else None, eval_fn=val_score, select_key="val_score",
                     config=cfg.to_dict(), progress=progress, desc=f"{task.name} {method.name} seed {seed}",
                     resume=not force)
