@@ -9,6 +9,7 @@ std(Z_L) over all windows is still reported, but it also counts which session a 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -143,26 +144,64 @@ def pretraining_verdicts(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-def evaluate_pretraining(cfg: Config, objective: TwinMaskedPretrainer, data: dict[str, WindowDataset],
-                         seed: int) -> dict[str, float]:
-    """Held-out masked reconstruction vs copy-last, aux accuracy, std(Z_L) vs init, linear probes vs random init."""
-    out = {f"val_{k}": v for k, v in masked_reconstruction(objective, data["val"]).items()}
+def random_init_evaluation(cfg: Config, data: dict[str, WindowDataset], seed: int, n_units: int
+                           ) -> dict[str, float]:
+    """The random-init side of :func:`evaluate_pretraining`: std(Z_L) of the encoder the run started from (the same
+    seed), its probes and held-out spread. Needs no pretrained weights, so a stage can compute it beside the
+    pretraining (:func:`random_init_result`)."""
     seed_everything(seed)
-    random_enc = CalciumEncoder(cfg.encoder, objective.encoder.n_units)  # the same init the run started from
+    random_enc = CalciumEncoder(cfg.encoder, n_units)  # the same init the run started from
     with torch.no_grad():
-        out["std_zl_init"] = masked_reconstruction(type(objective)(random_enc, cfg.pretrain), data["val"])["std_zl"]
+        init_objective = TwinMaskedPretrainer(random_enc, cfg.pretrain)
+        out = {"std_zl_init": masked_reconstruction(init_objective, data["val"])["std_zl"]}
+    out.update(_probe_encoder(random_enc, data, "random"))
+    return out
+
+
+def _probe_encoder(encoder: CalciumEncoder, data: dict[str, WindowDataset], name: str) -> dict[str, float]:
+    """Linear probes (grating direction, movie time) on ``encoder``'s frozen latents, and the held-out grating
+    windows' within-session spread and effective rank."""
+    out = {}
+    for probe in ("grating", "movie"):
+        tr = latent_features(encoder, data[f"probe_{probe}_train"])
+        te = latent_features(encoder, data[f"probe_{probe}_test"])
+        out[f"probe_{probe}_{name}"] = per_session_probe(tr, te)
+        if probe == "grating":  # held-out grating windows: the collapse measures
+            out[f"within_std_{name}"], out[f"eff_rank_{name}"] = within_session_spread(te)
+    return out
+
+
+def evaluate_pretraining(cfg: Config, objective: TwinMaskedPretrainer, data: dict[str, WindowDataset],
+                         seed: int, random: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Held-out masked reconstruction vs copy-last, aux accuracy, std(Z_L) vs init, linear probes vs random init.
+    ``random``: :func:`random_init_evaluation` of this seed when already computed."""
+    out = {f"val_{k}": v for k, v in masked_reconstruction(objective, data["val"]).items()}
+    if random is None:
+        random = random_init_evaluation(cfg, data, seed, objective.encoder.n_units)
+    out["std_zl_init"] = random["std_zl_init"]
     out["std_ratio"] = out["val_std_zl"] / out["std_zl_init"]
-    for name, enc in (("pretrained", objective.encoder), ("random", random_enc)):
-        for probe in ("grating", "movie"):
-            tr = latent_features(enc, data[f"probe_{probe}_train"])
-            te = latent_features(enc, data[f"probe_{probe}_test"])
-            out[f"probe_{probe}_{name}"] = per_session_probe(tr, te)
-            if probe == "grating":  # held-out grating windows: the collapse measures
-                out[f"within_std_{name}"], out[f"eff_rank_{name}"] = within_session_spread(te)
+    out.update(_probe_encoder(objective.encoder, data, "pretrained"))
+    out.update({k: v for k, v in random.items() if k != "std_zl_init"})
     out["within_std_ratio"] = out["within_std_pretrained"] / out["within_std_random"]
     out["eff_rank_ratio"] = out["eff_rank_pretrained"] / out["eff_rank_random"]
     out["pretraining_counts"] = float(all(pretraining_checks(out).values()))
     return out
+
+
+def random_init_result(cfg: Config, partition: filtering.Partition, data: dict[str, WindowDataset], seed: int,
+                       n_units: int, force: bool = False) -> dict[str, float]:
+    """:func:`random_init_evaluation` of ``seed``, cached beside the pretraining runs (written atomically: the
+    stage's worker for it and a pretraining that needs it first may both compute it - the same numbers)."""
+    path = run_dir(cfg, partition, seed, "pretrain_random_init") / "random_init.json"
+    if path.exists() and not force:
+        return json.loads(path.read_text())
+    with run_threads(cfg):
+        result = random_init_evaluation(cfg, data, seed, n_units)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, path)
+    return result
 
 
 def collapse_monitor(data: dict[str, WindowDataset], n_windows: int = 256
@@ -194,15 +233,26 @@ def run_dir(cfg: Config, partition: filtering.Partition, seed: int, stage: str =
                         f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
 
 
-def _pretrain_job(cfg: Config, seed: int, force: bool) -> None:
-    """A worker's job: one seed of the predictable pool's pretraining, written to its artifact directory."""
+def _pretrain_data_memo(cfg: Config) -> tuple:
+    """A worker's (partition, vocab, datasets) of the predictable pool, built once per worker."""
     def build() -> tuple:
         partition = load_partition(cfg)
         _, _, vocab, data = pretrain_data(cfg, load_recordings(cfg, progress=False), partition)
         return partition, vocab, data
 
-    partition, vocab, data = memo(("pretrain", cfg.digest()), build)
+    return memo(("pretrain", cfg.digest()), build)
+
+
+def _pretrain_job(cfg: Config, seed: int, force: bool) -> None:
+    """A worker's job: one seed of the predictable pool's pretraining, written to its artifact directory."""
+    partition, vocab, data = _pretrain_data_memo(cfg)
     pretrain_run(cfg, partition, vocab, data, seed, force, progress=False)
+
+
+def _random_init_job(cfg: Config, seed: int, force: bool) -> None:
+    """A worker's job: the random-init evaluation of one seed (the pretraining's probes compare against it)."""
+    partition, vocab, data = _pretrain_data_memo(cfg)
+    random_init_result(cfg, partition, data, seed, len(vocab), force)
 
 
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
@@ -231,7 +281,9 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                        device="cpu" if uses_cpu(cfg) else None, config=cfg.to_dict(), progress=progress,
                        desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
         objective = result.objective.cpu()
-        evaluation = evaluate_pretraining(cfg, objective, data, seed) if evaluate else monitor_summary(result.history)
+        evaluation = (evaluate_pretraining(cfg, objective, data, seed,
+                                           random_init_result(cfg, partition, data, seed, len(vocab), force))
+                      if evaluate else monitor_summary(result.history))
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
     save_atomic({"objective": objective.state_dict(), "encoder": objective.encoder.state_dict(),
                  "encoder_cfg": cfg.to_dict()["encoder"], "vocab": vocab.ids,
@@ -250,7 +302,12 @@ def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, p
     partition = load_partition(cfg)
     pools, _, vocab, data = pretrain_data(cfg, recordings, partition)
     todo = [seed for seed in cfg.eval.seeds if not is_cached(run_dir(cfg, partition, seed), RUN_FILES, force)]
-    if prefill(cfg, [(_pretrain_job, (cfg, seed, force)) for seed in todo], "pretraining seeds", progress) > 1:
+    # the random-init evaluations first (short, needed by the pretrainings' evaluations), then the pretrainings:
+    # on 2 workers notebook 03's 3 seeds take ~1.6 job lengths instead of 2 (the random half of each evaluation
+    # runs while the other worker trains)
+    jobs = [(_random_init_job, (cfg, seed, force)) for seed in todo] + [(_pretrain_job, (cfg, seed, force))
+                                                                        for seed in todo]
+    if prefill(cfg, jobs, "pretraining seeds", progress) > 1:
         force = False  # the workers have just (re)computed them: read them back
     runs = [pretrain_run(cfg, partition, vocab, data, seed, force, progress) for seed in cfg.eval.seeds]
     summary = pd.DataFrame([_summary_row(r) for r in runs])
