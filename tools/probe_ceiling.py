@@ -1,0 +1,61 @@
+"""Diagnostic for the pretraining issue: the linear probes of notebook 03 (per-session logistic regression, movie time
+in 10 bins and grating direction) on the raw dF/F of the same windows, beside the random-init encoder's latents -
+how much of the linearly decodable information the encoder's latents keep at init. Pool: the downstream mice (the
+positive control's pool). Demo, CPU, one thread.
+
+    .venv/bin/python tools/probe_ceiling.py
+"""
+import numpy as np
+import torch
+from poyocap.config import Config
+from poyocap.data.splits import make_pools
+from poyocap.evaluate import latent_features, per_session_probe
+from poyocap.model.encoder import CalciumEncoder
+from poyocap.parallel import run_threads
+from poyocap.repro import seed_everything
+from poyocap.stages.common import load_recordings
+from poyocap.stages.pretrain import pool_datasets
+from poyocap.train import eval_batches
+from decoder_sweep import demo_lines
+
+
+def raw_features(ds, n_units: int, halves: int = 2) -> dict[str, np.ndarray]:  # noqa: ANN001
+    """Per window: mean dF/F of each unit over ``halves`` equal parts of the window, by unit id ``(N, halves*U)``."""
+    feats, direction = [], []
+    for b in eval_batches(ds, 256):
+        v, m, u = b["values"], b["mask"].float(), b["unit_index"]  # (B, T, U), (B, T, U), (B, U)
+        B, T, U = v.shape
+        parts = []
+        for h in range(halves):
+            sl = slice(h * T // halves, (h + 1) * T // halves)
+            mean = (v[:, sl] * m[:, sl]).sum(1) / m[:, sl].sum(1).clamp(min=1)  # (B, U)
+            dense = torch.zeros(B, n_units)
+            dense.scatter_add_(1, u.long(), mean)
+            parts.append(dense)
+        feats.append(torch.cat(parts, 1).numpy())
+        direction.append(b["direction"].numpy())
+    return {"features": np.concatenate(feats), "direction": np.concatenate(direction),
+            "session": np.asarray(ds.table.session)}
+
+
+def main() -> None:
+    cfg = Config.for_scale("demo")
+    recs = load_recordings(cfg, progress=False)
+    pools = make_pools(recs, demo_lines(recs))
+    down = [r for r in recs if r.session_id in pools.downstream]
+    vocab, data = pool_datasets(cfg, down)
+    with run_threads(cfg):
+        for probe in ("movie", "grating"):
+            tr, te = data[f"probe_{probe}_train"], data[f"probe_{probe}_test"]
+            for halves in (1, 2):
+                a = per_session_probe(raw_features(tr, len(vocab), halves), raw_features(te, len(vocab), halves))
+                print(f"{probe}: raw dF/F, {halves} time bin(s) per window: {a:.3f}", flush=True)
+            for seed in (0, 1, 2):
+                seed_everything(seed)
+                enc = CalciumEncoder(cfg.encoder, len(vocab))
+                a = per_session_probe(latent_features(enc, tr), latent_features(enc, te))
+                print(f"{probe}: random-init encoder seed {seed}: {a:.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
