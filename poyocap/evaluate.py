@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 from torch.utils.data import Dataset
 
+from .losses import ssim_frames
 from .model.encoder import CalciumEncoder
 from .model.pretrain import TwinMaskedPretrainer, copy_last_baseline, latent_std
 from .train import eval_batches
@@ -101,8 +102,6 @@ def ssim_per_frame(pred: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     """Headline SSIM per frame: frames in [0, 1], data_range 1, Gaussian window 11, sigma 1.5. ``(N, H, W)`` -> (N,).
 
     pytorch_msssim's SSIM, computed by :func:`poyocap.losses.ssim_frames` (equal to ~1e-6, tested; 8x faster)."""
-    from .losses import ssim_frames
-
     if len(pred) == 0:
         return np.zeros(0)
     with torch.no_grad():

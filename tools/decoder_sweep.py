@@ -78,15 +78,16 @@ def main() -> None:
             pools = make_pools(recordings, demo_lines(recordings))
             down = [r for r in recordings if r.session_id in pools.downstream][: args.sessions or None]
             pre = [r for r in recordings if r.session_id in pools.pretrain] if args.pool == "all" else []
-            loaded[key] = [down, pre + down if pre else down]
+            loaded[key] = (down, pre)
             print(f"downstream sessions {len(down)}, units {sum(r.n_units for r in down)}; training pool "
                   f"{len(pre + down)} sessions", flush=True)
-        down, train_recs = loaded[key]
+        down, pre = loaded[key]
+        train_recs = pre + down
         fc = cfg.finetune
         opt = dataclasses.replace(fc.task_optim(args.task, args.steps), **optim)
         task = get_task(args.task, cfg)
         table = task.windows(down)
-        train_table = task.windows(train_recs) if train_recs is not down else table
+        train_table = task.windows(train_recs) if pre else table
         vocab = UnitVocab([u for r in train_recs for u in r.unit_ids])
         seed_everything(args.seed)
         vocab.session_rows([r.session_id for r in train_recs])

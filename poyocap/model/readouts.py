@@ -139,7 +139,7 @@ class MovieUNet(nn.Module):
     def forward(self, vec: Tensor) -> Tensor:
         """``vec (B, D)`` -> frames ``(B, H, W)``. The maps are kept channels-last (``self.channels_last``): oneDNN's
         convolutions with few channels run ~2x (3x3) to 3x (1x1) faster that way on CPU, a demo movie training step
-        ~1.15x (``benchmarks/unet_layout.py``); the outputs equal the contiguous layout's to ~1e-6 (tested)."""
+        1.12x (``benchmarks/unet_layout.py``); the outputs equal the contiguous layout's to ~1e-6 (tested)."""
         b = vec.shape[0]
         cl = torch.channels_last if self.channels_last else torch.contiguous_format
         x = self.start(vec).view(b, self.c0, 2, 4).contiguous(memory_format=cl)
