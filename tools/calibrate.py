@@ -30,7 +30,8 @@ BASE = (synthetic.LINE_PHYSIOLOGY[LINE], dict(synthetic.IMAGING), dict(synthetic
 #: ranges of the random search (uniform; rate and dF/F per spike log-uniform)
 SEARCH = {"threshold": (0.5, 1.5), "burst": (2.0, 7.0), "rate_hz": (0.7, 3.0), "population_coupling": (0.5, 0.95),
           "trial_cv": (0.5, 1.1), "reliability": (0.3, 0.55), "indicator.dff_per_spike": (0.02, 0.08),
-          "burst_shape": (0.2, 2.0)}
+          "burst_shape": (0.2, 2.0), "indicator.rise_s": (0.015, 0.06), "imaging.photons_per_frame": (300.0, 500.0),
+          "imaging.expression_log_sd": (0.3, 0.8), "imaging.private_tau_s": (0.08, 0.3), "rate_log_sd": (0.3, 1.0)}
 
 
 def apply(overrides: dict[str, float]) -> None:

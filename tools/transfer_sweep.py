@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--real-interneuron-counts", action="store_true",
                     help="generate the Sst / Vip / Pvalb sessions with their full ABO ROI counts (not x cell_count_scale): "
                          "a pretraining pool of realistic size; other sessions are unchanged")
+    ap.add_argument("--save-encoder", type=Path, default=None,
+                    help="also keep each variant's pretrained encoder here (<variant>-seed<S>.pt), e.g. for re-probing")
     ap.add_argument("--eval-every", type=int, default=100, help="fine-tuning: validation every this many steps")
     args = ap.parse_args()
     ft = {"device": args.device, "eval_every": args.eval_every}
@@ -127,6 +129,11 @@ def main() -> None:
               f"{ev['eff_rank_ratio']:.2f}; probes "
               f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
               f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
+        if args.save_encoder is not None:
+            args.save_encoder.mkdir(parents=True, exist_ok=True)
+            torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids, "variant": variant,
+                        "seed": args.seed, "pool": args.pool},
+                       args.save_encoder / f"{variant.replace('/', '_')}-seed{args.seed}.pt")
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "encoder.pt"
             torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids}, path)

@@ -56,7 +56,7 @@ DEG_PER_PIXEL = 120.0 / RETINA_HW[1]
 GRATING_SF_CPD = 0.04
 GRATING_CONTRAST = 0.8
 TRIAL_ON_S, TRIAL_OFF_S = 2.0, 1.0
-SYNTHETIC_VERSION = 4  # bump when the generator changes, so caches are regenerated
+SYNTHETIC_VERSION = 5  # bump when the generator changes, so caches are regenerated
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,11 @@ class LinePhysiology:
     # Poisson with a gamma-distributed mean of this shape (negative binomial: smaller = heavier-tailed event sizes,
     # the rare large transients of bright real cells; docs/calibration.md). Not used by any line yet.
     burst_shape: float = 0.0
+    # cell-to-cell spread of mean firing rates (log SD; cortical rates are log-normal, Buzsaki & Mizuseki 2014)
+    rate_log_sd: float = 0.4
+    # fraction of each cell's mean rate fired as untuned, independent spontaneous events (a baseline rate, as in
+    # LNP models; the rest follows the drive, state and trial gain): brief isolated transients (docs/calibration.md)
+    spontaneous_fraction: float = 0.0
 
 
 # One table for every line parameter, with its physiological motivation.
@@ -117,16 +122,16 @@ class LinePhysiology:
 #   indicator and imaging constants (their effective dF/F per spike is 5.4x smaller than before).
 LINE_PHYSIOLOGY: dict[str, LinePhysiology] = {
     #                                                                      rois rate  burst thr  sub cx   rel   cv   state decay_s           areas                pop. coupling
-    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 2.9, 3.3, 1.1, 1, 0.4, 0.40, 0.7, 0.5, 0.317, population_coupling=0.9),
-    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 2.9, 3.3, 1.1, 1, 0.4, 0.40, 0.7, 0.5, 0.347, population_coupling=0.9),
-    "Cux2-CreERT2": LinePhysiology("L2/3-L4", (175, 275), "GCaMP6f", "excitatory", 200, 2.4, 3.0, 1.3, 1, 0.3, 0.40, 0.7, 0.5, 0.346, population_coupling=0.9),
-    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 3.8, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.405, population_coupling=0.9),
-    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 4.3, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.406, ("VISp",), population_coupling=0.9),
-    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 3.8, 3.3, 1.0, 1, 0.3, 0.40, 0.7, 0.4, 0.420, population_coupling=0.9),
-    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 4.8, 5.0, 1.0, 2, 0.5, 0.40, 0.7, 0.6, 0.450, population_coupling=0.9),
-    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 5.8, 5.0, 0.9, 2, 0.5, 0.40, 0.7, 0.6, 0.433, ("VISp", "VISl"), population_coupling=0.9),
-    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 3.8, 3.7, 1.0, 1, 0.4, 0.40, 0.7, 0.5, 0.376, ("VISp", "VISl"), population_coupling=0.9),
-    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 9.6, 2.0, -0.2, 4, 0.6, 0.34, 0.7, 1.0, 0.378, population_coupling=0.9),
+    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.317, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.347, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Cux2-CreERT2": LinePhysiology("L2/3-L4", (175, 275), "GCaMP6f", "excitatory", 200, 2.58, 2.5898, 0.9857, 1, 0.3, 0.4897, 0.7646, 0.736, 0.317, population_coupling=0.9041, burst_shape=0.7265, rate_log_sd=0.5898, spontaneous_fraction=0.2495),
+    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.405, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 4.62, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.406, ('VISp',), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.42, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 5.16, 4.32, 0.69, 2, 0.5, 0.49, 0.765, 0.88, 0.45, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 6.24, 4.32, 0.59, 2, 0.5, 0.49, 0.765, 0.88, 0.433, ('VISp', 'VISl'), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 4.08, 3.19, 0.69, 1, 0.4, 0.49, 0.765, 0.74, 0.376, ('VISp', 'VISl'), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 10.32, 1.73, -0.51, 4, 0.6, 0.42, 0.765, 1.47, 0.378, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
     # interneurons: literature values, unchanged by the calibration (no real sample); see INDICATORS / IMAGING
     "Sst-IRES-Cre": LinePhysiology("L4-L5", (275, 375), "GCaMP6f", "inhibitory", 25, 5.0, 1.0, -0.3, 8, 0.7, 0.80, 0.30, 0.7, 0.464),
     "Vip-IRES-Cre": LinePhysiology("L2/3", (175,), "GCaMP6f", "inhibitory", 30, 4.0, 1.0, -0.2, 8, 0.7, 0.80, 0.30, 1.2, 0.520),
@@ -135,24 +140,25 @@ LINE_PHYSIOLOGY: dict[str, LinePhysiology] = {
 
 #: Indicator properties (Chen et al. 2013; Dana et al. 2019): rise time, dF/F per spike, saturation level.
 INDICATORS: dict[str, dict[str, float]] = {
-    # effective dF/F per spike in population imaging (calibrated for 6f on the Cux2 sample: 0.15 -> 0.028; 6s scaled
-    # by the same factor from 0.25)
-    "GCaMP6f": {"rise_s": 0.06, "dff_per_spike": 0.028, "dff_max": 3.0},
+    # effective dF/F per spike in population imaging (calibrated for 6f on the Cux2 sample: 0.15 -> 0.028 -> 0.033;
+    # 6s scaled from 0.25 by the first factor, not recalibrated). Rise: GCaMP6f in vivo rises to its peak within
+    # ~2 frames (half-rise 45 ms, Chen et al. 2013; the real sample's onsets are mostly one-frame jumps), 0.06 -> 0.02
+    "GCaMP6f": {"rise_s": 0.02, "dff_per_spike": 0.033, "dff_max": 3.0},
     "GCaMP6s": {"rise_s": 0.12, "dff_per_spike": 0.047, "dff_max": 4.0},
 }
 
 #: Imaging constants shared by all lines.
 IMAGING = {
-    "photons_per_frame": 340.0,  # mean ROI brightness (calibrated: noise SD of the Cux2 sample, 0.06 dF/F)
+    "photons_per_frame": 428.0,  # mean ROI brightness (calibrated: noise SD of the Cux2 sample, 0.06 dF/F)
     "brightness_log_sd": 0.35,
-    "expression_log_sd": 0.7,  # cell-to-cell spread of indicator expression (calibrated: spread of std/noise)
+    "expression_log_sd": 0.5774,  # cell-to-cell spread of indicator expression (calibrated: spread of std/noise)
     "neuropil_r_allen": 0.7,  # the Allen pipeline's neuropil coefficient
     "neuropil_r_true": (0.5, 0.9),  # per-ROI true contamination
     "neuropil_brightness": 0.6,  # neuropil F relative to the ROI's baseline F
     "bleach_tau_s": 3000.0,
     "state_tau_s": 15.0,  # arousal/running fluctuations (Reimer 2014: tens of seconds)
     "state_sd": 0.6,
-    "private_tau_s": 0.2,  # correlation time of the non-stimulus drive (calibrated: event rate; was 0.3)
+    "private_tau_s": 0.4138,  # correlation time of the non-stimulus drive (calibrated: 1-s autocorrelation; was 0.2)
     "baseline_mode_frames": 5400,  # AllenSDK dF/F: windowed mode ...
     "baseline_mean_frames": 3000,  # ... then windowed mean
 }
@@ -345,25 +351,7 @@ def simulate_session(
     n_t = len(timeline.bank_index)
     stim = _stimulus_drive(rng, phys, n_units, timeline, bank)
 
-    # ---- nonlinearity with private noise, state and trial-to-trial gain
-    rel = np.clip(rng.normal(phys.reliability, 0.1, n_units), 0.05, 0.95).astype(np.float32)
-    private = _ou(rng, n_t, n_units, IMAGING["private_tau_s"])
-    if phys.population_coupling > 0:  # (drawn only when used, so other lines keep their random streams)
-        pc = phys.population_coupling
-        private = np.sqrt(1 - pc) * private + np.sqrt(pc) * _ou(rng, n_t, 1, IMAGING["private_tau_s"])
-    z = rel * stim + np.sqrt(1 - rel**2) * private
-    thr = phys.threshold + rng.normal(0, 0.2, n_units)
-    f = np.maximum(z - thr, 0.0) ** 2
-    f /= f.mean(axis=0) + 1e-9
-    state = np.exp(IMAGING["state_sd"] * _ou(rng, n_t, 1, IMAGING["state_tau_s"]))  # shared by all cells
-    state /= state.mean()
-    n_epochs = int(timeline.epoch.max()) + 1
-    shape = 1.0 / phys.trial_cv**2
-    gain = rng.gamma(shape, 1.0 / shape, size=(n_epochs, n_units)).astype(np.float32)[timeline.epoch]
-    rate_mean = phys.rate_hz * np.exp(rng.normal(0, 0.4, n_units))  # log-normal rates across cells
-    rate = rate_mean * f * gain * state ** phys.state_coupling
-    rate /= np.maximum(rate.mean(axis=0), 1e-9) / rate_mean  # keep each cell's mean rate
-
+    rate = firing_rates(rng, phys, stim, timeline)  # (T, N) Hz
     spikes = event_spikes(rng, rate, phys.burst, phys.burst_shape)
 
     # ---- calcium: rise and decay (difference of exponentials), saturating indicator
@@ -389,6 +377,34 @@ def simulate_session(
     f_np = f_np_true + np.sqrt(f_np_true / 10.0) * rng.standard_normal(f_np_true.shape).astype(np.float32)
     f_corr = f_roi - IMAGING["neuropil_r_allen"] * f_np
     return allen_dff(f_corr.astype(np.float32)), spikes
+
+
+def firing_rates(rng: np.random.Generator, phys: LinePhysiology, stim: np.ndarray, timeline: Timeline) -> np.ndarray:
+    """Firing rates in Hz ``(T, N)`` from the standardised stimulus drive ``stim (T, N)``: the drive mixed with a private
+    (partly population-shared) noise process, a threshold-power nonlinearity, the shared arousal state and an
+    epoch-to-epoch gain, scaled to each cell's log-normal mean rate; a ``spontaneous_fraction`` of that mean is fired
+    at a constant, untuned rate. Each cell's mean rate is kept."""
+    n_t, n_units = stim.shape
+    rel = np.clip(rng.normal(phys.reliability, 0.1, n_units), 0.05, 0.95).astype(np.float32)
+    private = _ou(rng, n_t, n_units, IMAGING["private_tau_s"])
+    if phys.population_coupling > 0:  # (drawn only when used, so other lines keep their random streams)
+        pc = phys.population_coupling
+        private = np.sqrt(1 - pc) * private + np.sqrt(pc) * _ou(rng, n_t, 1, IMAGING["private_tau_s"])
+    z = rel * stim + np.sqrt(1 - rel**2) * private
+    thr = phys.threshold + rng.normal(0, 0.2, n_units)
+    f = np.maximum(z - thr, 0.0) ** 2
+    f /= f.mean(axis=0) + 1e-9
+    state = np.exp(IMAGING["state_sd"] * _ou(rng, n_t, 1, IMAGING["state_tau_s"]))  # shared by all cells
+    state /= state.mean()
+    n_epochs = int(timeline.epoch.max()) + 1
+    shape = 1.0 / phys.trial_cv**2
+    gain = rng.gamma(shape, 1.0 / shape, size=(n_epochs, n_units)).astype(np.float32)[timeline.epoch]
+    rate_mean = phys.rate_hz * np.exp(rng.normal(0, phys.rate_log_sd, n_units))  # log-normal rates across cells
+    rate = rate_mean * f * gain * state ** phys.state_coupling
+    rate /= np.maximum(rate.mean(axis=0), 1e-9) / rate_mean  # keep each cell's mean rate
+    if phys.spontaneous_fraction > 0:
+        rate = (1.0 - phys.spontaneous_fraction) * rate + phys.spontaneous_fraction * rate_mean
+    return rate
 
 
 def event_spikes(rng: np.random.Generator, rate: np.ndarray, burst: float, burst_shape: float = 0.0) -> np.ndarray:
