@@ -27,7 +27,8 @@ from poyocap.stages import realism
 
 LINE = "Cux2-CreERT2"
 BASE = (synthetic.LINE_PHYSIOLOGY[LINE], dict(synthetic.IMAGING), dict(synthetic.INDICATORS["GCaMP6f"]))
-#: ranges of the random search (uniform; rate and dF/F per spike log-uniform)
+#: ranges of the random search (uniform; rate and dF/F per spike log-uniform); a search with decodability in its score
+#: is a few lines around :func:`score` and ``realism.abo_protocol_session`` (docs/calibration.md, version 5)
 SEARCH = {"threshold": (0.5, 1.5), "burst": (2.0, 7.0), "rate_hz": (0.7, 3.0), "population_coupling": (0.5, 0.95),
           "trial_cv": (0.5, 1.1), "reliability": (0.3, 0.55), "indicator.dff_per_spike": (0.02, 0.08),
           "burst_shape": (0.2, 2.0), "indicator.rise_s": (0.015, 0.06), "imaging.photons_per_frame": (300.0, 500.0),
