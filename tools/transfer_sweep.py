@@ -129,14 +129,13 @@ def main() -> None:
               f"{ev['eff_rank_ratio']:.2f}; probes "
               f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
               f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
-        if args.save_encoder is not None:
-            args.save_encoder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:  # one saved encoder: kept under --save-encoder, else temporary
+            keep = args.save_encoder is not None
+            path = (args.save_encoder / f"{variant.replace('/', '_')}-seed{args.seed}.pt" if keep
+                    else Path(tmp) / "encoder.pt")
+            path.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids, "variant": variant,
-                        "seed": args.seed, "pool": args.pool},
-                       args.save_encoder / f"{variant.replace('/', '_')}-seed{args.seed}.pt")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "encoder.pt"
-            torch.save({"encoder": res.objective.encoder.state_dict(), "vocab": vocab.ids}, path)
+                        "seed": args.seed, "pool": args.pool}, path)
             for t in tasks:
                 curve = finetune(cfg, t, down, args.steps, args.seed, path, args.keep_pretrained_units, **ft)
                 print(f"{variant:45s} {t:8s} {curve}", flush=True)

@@ -131,18 +131,20 @@ class LinePhysiology:
 #   the low end of its Allen range (0.317 s of 0.317-0.375). Cux2's values are the fitted ones (tools/calibrate.py, a
 #   random search scored on observatory seeds 0-1 and direction decodability); the other excitatory lines got the same
 #   relative changes (rate x1.075, bursts x0.863, threshold -0.314, reliability x1.22, CV 0.765, state x1.47).
+#: the second pass's values shared by the excitatory lines (Cux2 has its own fitted ones)
+_EXCITATORY_V5 = dict(population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25)
 LINE_PHYSIOLOGY: dict[str, LinePhysiology] = {
-    #                                                                      rois rate  burst thr  sub cx   rel   cv   state decay_s           areas                pop. coupling
-    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.317, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.347, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    #                                                                      rois rate  burst thr  sub cx   rel   cv   state decay_s           areas                keywords
+    "Emx1-IRES-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 180, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.317, **_EXCITATORY_V5),
+    "Slc17a7-IRES2-Cre": LinePhysiology("L2/3-L5", (175, 275, 375), "GCaMP6f", "excitatory", 200, 3.12, 2.85, 0.79, 1, 0.4, 0.49, 0.765, 0.74, 0.347, **_EXCITATORY_V5),
     "Cux2-CreERT2": LinePhysiology("L2/3-L4", (175, 275), "GCaMP6f", "excitatory", 200, 2.58, 2.5898, 0.9857, 1, 0.3, 0.4897, 0.7646, 0.736, 0.317, population_coupling=0.9041, burst_shape=0.7265, rate_log_sd=0.5898, spontaneous_fraction=0.2495),
-    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.405, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 4.62, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.406, ('VISp',), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.42, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 5.16, 4.32, 0.69, 2, 0.5, 0.49, 0.765, 0.88, 0.45, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 6.24, 4.32, 0.59, 2, 0.5, 0.49, 0.765, 0.88, 0.433, ('VISp', 'VISl'), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 4.08, 3.19, 0.69, 1, 0.4, 0.49, 0.765, 0.74, 0.376, ('VISp', 'VISl'), population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
-    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 10.32, 1.73, -0.51, 4, 0.6, 0.42, 0.765, 1.47, 0.378, population_coupling=0.904, burst_shape=0.727, rate_log_sd=0.59, spontaneous_fraction=0.25),
+    "Rorb-IRES2-Cre": LinePhysiology("L4", (275,), "GCaMP6f", "excitatory", 130, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.405, **_EXCITATORY_V5),
+    "Scnn1a-Tg3-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 120, 4.62, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.406, ("VISp",), **_EXCITATORY_V5),
+    "Nr5a1-Cre": LinePhysiology("L4", (350,), "GCaMP6f", "excitatory", 90, 4.08, 2.85, 0.69, 1, 0.3, 0.49, 0.765, 0.59, 0.42, **_EXCITATORY_V5),
+    "Rbp4-Cre_KL100": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 80, 5.16, 4.32, 0.69, 2, 0.5, 0.49, 0.765, 0.88, 0.45, **_EXCITATORY_V5),
+    "Fezf2-CreER": LinePhysiology("L5", (300,), "GCaMP6f", "excitatory", 80, 6.24, 4.32, 0.59, 2, 0.5, 0.49, 0.765, 0.88, 0.433, ("VISp", "VISl"), **_EXCITATORY_V5),
+    "Tlx3-Cre_PL56": LinePhysiology("L5", (375,), "GCaMP6f", "excitatory", 100, 4.08, 3.19, 0.69, 1, 0.4, 0.49, 0.765, 0.74, 0.376, ("VISp", "VISl"), **_EXCITATORY_V5),
+    "Ntsr1-Cre_GN220": LinePhysiology("L6", (550,), "GCaMP6f", "excitatory", 60, 10.32, 1.73, -0.51, 4, 0.6, 0.42, 0.765, 1.47, 0.378, **_EXCITATORY_V5),
     # interneurons: literature values, unchanged by the calibration (no real sample); see INDICATORS / IMAGING
     "Sst-IRES-Cre": LinePhysiology("L4-L5", (275, 375), "GCaMP6f", "inhibitory", 25, 5.0, 1.0, -0.3, 8, 0.7, 0.80, 0.30, 0.7, 0.464),
     "Vip-IRES-Cre": LinePhysiology("L2/3", (175,), "GCaMP6f", "inhibitory", 30, 4.0, 1.0, -0.2, 8, 0.7, 0.80, 0.30, 1.2, 0.520),
