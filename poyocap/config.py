@@ -208,6 +208,9 @@ class PretrainConfig:
     # compare prediction and target minus their own mean over each window's masked latents: the part of Z_L that is
     # constant within a window (mostly which session / units it holds) is then worth nothing to the loss
     centre_per_window: bool = True
+    # beyond the paper, off by default: with token masking, the online branch also loses each window's units at
+    # random with this probability (a neuron mask beside the temporal one: only what other units share is predictable)
+    unit_mask_ratio: float = 0.0
     snapshot_every: int = 50
     checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
 
@@ -215,6 +218,10 @@ class PretrainConfig:
         _check_literals(self)
         if not 0.0 < self.mask_ratio < 1.0:
             raise ValueError("pretrain.mask_ratio must be in (0, 1)")
+        if not 0.0 <= self.unit_mask_ratio < 1.0:
+            raise ValueError("pretrain.unit_mask_ratio must be in [0, 1)")
+        if self.unit_mask_ratio > 0 and self.mask_level != "token":
+            raise ValueError("pretrain.unit_mask_ratio needs mask_level='token' (units are removed from the tokens)")
         if self.mask_level == "token" and self.mask_mode != "causal":
             raise ValueError("pretrain.mask_level='token' needs mask_mode='causal' (tokens are removed by time)")
 

@@ -25,6 +25,7 @@ import torch
 from poyocap.config import Config
 from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab
+from poyocap.evaluate import latent_features, per_session_probe
 from poyocap.finetune import load_pretrained
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
@@ -69,6 +70,19 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
                 eval_fn=val_score, select_key="val_score", progress=False)
     ev = res.history[res.history.kind == "eval"]
     return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
+
+
+def random_encoder(cfg: Config, n_units: int, seed: int) -> CalciumEncoder:
+    """The random-init encoder a run of ``seed`` starts from (as ``random_init_evaluation`` builds it)."""
+    seed_everything(seed)
+    return CalciumEncoder(cfg.encoder, n_units)
+
+
+def validation_probes(encoder: CalciumEncoder, data: dict) -> dict[str, float]:
+    """Notebook 03's linear probes trained on the same windows but scored on the VALIDATION windows: what a choice
+    between objectives may look at (the test-window probes are the reported result, never the selection)."""
+    return {p: per_session_probe(latent_features(encoder, data[f"probe_{p}_train"]),
+                                 latent_features(encoder, data[f"probe_{p}_val"])) for p in ("grating", "movie")}
 
 
 def real_interneuron_counts(cell_count_scale: float) -> None:
@@ -129,6 +143,11 @@ def main() -> None:
               f"{ev['eff_rank_ratio']:.2f}; probes "
               f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
               f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
+        val = {name: validation_probes(enc, data) for name, enc in (
+            ("pretrained", res.objective.encoder), ("random", random_encoder(cfg, len(vocab), args.seed)))}
+        print(f"{variant:45s} seed {args.seed} VALIDATION probes (choose on these): grating "
+              f"{val['pretrained']['grating']:.3f} vs random {val['random']['grating']:.3f}, movie "
+              f"{val['pretrained']['movie']:.3f} vs random {val['random']['movie']:.3f}", flush=True)
         with tempfile.TemporaryDirectory() as tmp:  # one saved encoder: kept under --save-encoder, else temporary
             keep = args.save_encoder is not None
             path = (args.save_encoder / f"{variant.replace('/', '_')}-seed{args.seed}.pt" if keep

@@ -13,7 +13,9 @@ Options (the ablations need them): ``mask_mode="random"`` (same ratio, random po
 ``target="shared_eval"`` (the shared stop-grad twin without dropout: the target is the eval-mode Z_L),
 ``mask_level="token"`` (the online branch's tokens of the masked half are removed before the cross-attention),
 ``predictor`` (an MLP on the online branch), ``normalize_target`` (layer-normalised prediction and target),
-``centre_per_window`` (prediction and target compared after removing their mean over the window's masked latents).
+``centre_per_window`` (prediction and target compared after removing their mean over the window's masked latents),
+``unit_mask_ratio`` (token masking only: the online branch also loses a random share of each window's units, so
+the masked future must be predicted from the other units' past - a neuron mask beside the temporal one).
 The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
 and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
 regressed with MSE, with an unweighted CE.
@@ -71,6 +73,16 @@ def past_tokens(batch: dict[str, Tensor], window_s: float, ratio: float) -> dict
     return {**batch, "mask": batch["mask"] & keep[..., None]}
 
 
+def drop_units(batch: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
+    """``batch`` with each window's units removed (token mask False over all frames) independently with
+    probability ``ratio`` (torch's RNG; ``ratio`` 0 returns ``batch`` unchanged). ``mask (B, T, U)``."""
+    if ratio <= 0:
+        return batch
+    mask = batch["mask"]
+    keep = torch.rand(mask.shape[0], 1, mask.shape[2], device=mask.device) >= ratio  # (B, 1, U)
+    return {**batch, "mask": mask & keep}
+
+
 class TwinMaskedPretrainer(ObjectiveBase):
     """Pretraining objective (``forward(batch) -> (loss, metrics)`` for :func:`poyocap.train.train`)."""
 
@@ -109,7 +121,8 @@ class TwinMaskedPretrainer(ObjectiveBase):
         window_s = float(batch["window_s"][0])
         mask = self.make_mask(lat_t, window_s)
         if self.cfg.mask_level == "token":  # the online branch never sees the masked half's tokens
-            z1_past, _ = self.encoder.encode(past_tokens(batch, window_s, self.cfg.mask_ratio))
+            online = drop_units(past_tokens(batch, window_s, self.cfg.mask_ratio), self.cfg.unit_mask_ratio)
+            z1_past, _ = self.encoder.encode(online)
             z1_masked = torch.where(mask[..., None], self.mask_token.to(z1.dtype), z1_past)
         elif self.cfg.mask_mode == "channel":
             channel = int(torch.randint(z1.shape[-1], (1,)))

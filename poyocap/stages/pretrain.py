@@ -85,7 +85,7 @@ def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filte
 def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = PRETRAIN_STRIDE_S
                   ) -> tuple[UnitVocab, dict[str, WindowDataset]]:
     """The unit vocabulary of ``recs`` and their pretraining datasets: ``train`` / ``val`` (pretraining windows of
-    each split) and the probe datasets (grating and movie windows, train / test). Any pool of sessions can be
+    each split) and the probe datasets (grating and movie windows, train / val / test). Any pool of sessions can be
     pretrained on this way (the predictable pool, or the downstream mice's own training windows as a control): the
     splits are the same per-session splits fine-tuning uses, so no test window is ever pretrained on. ``stride_s``:
     spacing of the pretraining windows (a smaller one gives a pool with fewer sessions as many windows)."""
@@ -106,6 +106,8 @@ def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = PRET
         "train": ds(table, "train", train=True), "val": ds(table, "val"),
         "probe_grating_train": ds(gr, "train"), "probe_grating_test": ds(gr, "test"),
         "probe_movie_train": ds(mv, "train", every=3), "probe_movie_test": ds(mv, "test", every=2),
+        # validation windows for choosing between objectives (tools/transfer_sweep.py --probe-split val)
+        "probe_grating_val": ds(gr, "val"), "probe_movie_val": ds(mv, "val", every=2),
     }
     return vocab, data
 
