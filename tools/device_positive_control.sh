@@ -12,7 +12,7 @@ python3 -c "import numpy, torch, pandas, sklearn; print('numpy', numpy.__version
 'pandas', pandas.__version__, 'sklearn', sklearn.__version__, 'cores', __import__('os').cpu_count())"
 t0=$(date +%s)
 timeout 220 python3 -c "from poyocap.config import Config; from poyocap.stages.common import load_recordings
-load_recordings(Config.for_scale('demo'), progress=False)" 2>&1 | grep -v -i warn || exit 1
+load_recordings(Config.for_scale('demo'), progress=False)" > "$LOGS/data.log" 2>&1 || { cat "$LOGS/data.log"; exit 1; }
 echo "demo observatory generated in $(( $(date +%s) - t0 )) s"
 VARIANTS=(${VARIANTS:-base pretrain.mask_ratio=0.75 pretrain.mask_ratio=0.75,pretrain.ce_weight=0.0
           pretrain.unit_mask_ratio=0.5 pretrain.mask_ratio=0.75,pretrain.unit_mask_ratio=0.5})
