@@ -63,11 +63,16 @@ def ablation_config(cfg: Config, extended: bool) -> Config:
     if extended:
         return cfg
 
+    def fraction(steps: int) -> int:
+        return max(2, int(round(steps * QUICK_STEP_FRACTION)))
+
     def cut(optim):  # noqa: ANN001, ANN202
-        steps = max(2, int(round(optim.steps * QUICK_STEP_FRACTION)))
+        steps = fraction(optim.steps)
         return replace(optim, steps=steps, warmup_steps=min(optim.warmup_steps, steps // 4))
 
-    return cfg.with_overrides(pretrain={"optim": cut(cfg.pretrain.optim)}, finetune={"optim": cut(cfg.finetune.optim)})
+    movie_steps = fraction(cfg.finetune.movie_steps) if cfg.finetune.movie_steps else 0
+    return cfg.with_overrides(pretrain={"optim": cut(cfg.pretrain.optim)},
+                              finetune={"optim": cut(cfg.finetune.optim), "movie_steps": movie_steps})
 
 
 # ------------------------------------------------------------------------------------------------------ pools
@@ -375,7 +380,9 @@ def interpretability(table: pd.DataFrame, references: pd.DataFrame) -> str:
 
 def save_ablation_table(stage: AblationStage, table: pd.DataFrame) -> None:
     ci = "Student t over seeds" if len(stage.seeds) > 1 else "bootstrap over test items (1 seed)"
-    steps = f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {stage.cfg.finetune.optim.steps} steps"
+    ft = stage.cfg.finetune
+    steps = (f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {ft.optim.steps} steps (movie "
+             f"{ft.task_optim('movie').steps})")
     header = table_header(
         stage.cfg, f"seeds {list(stage.seeds)}; +- = 95 % CI ({ci}); p vs POYO-CAP (same budget); {steps} for every "
                    f"row{' (quick table: a fraction of the main table budget)' if not stage.extended else ''}; "

@@ -361,7 +361,9 @@ def save_analyses_table(stage: AnalysesStage, verdicts: Sequence[str] = ()) -> p
     counts = [v for v in verdicts if "DOES NOT COUNT" in v]
     extra = ("THESE NUMBERS DESCRIBE A PRETRAINING THAT DOES NOT COUNT (notebook 03: "
              + "; ".join(v.split("  ")[0] for v in counts) + ")") if counts else "notebook 03: the pretraining counts"
-    budget = (f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {stage.cfg.finetune.optim.steps} steps "
+    ft = stage.cfg.finetune
+    budget = (f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {ft.optim.steps} steps (movie "
+              f"{ft.task_optim('movie').steps}) "
               "(notebook 06's budget); reduced grids unless --extended")
     save_table(table, paths.results_dir(stage.cfg.scale) / "analyses", table_header(stage.cfg, budget) + [extra])
     return table

@@ -109,7 +109,7 @@ class FinetuneSetup:
 
     def steps(self, method: Method) -> int:
         extra = self.cfg.pretrain.optim.steps if method.budget == "finetune+pretrain" else 0
-        return self.cfg.finetune.optim.steps + extra
+        return self.cfg.finetune.task_optim(self.task.name).steps + extra
 
     def eval_split(self, pool: Pool, split: str, vocab: UnitVocab, max_windows: int):  # noqa: ANN201
         return subsample(self.task.dataset(pool.recordings, pool.table, split, vocab), max_windows)
