@@ -184,3 +184,16 @@ def test_table_statistics_and_interpretability_line():
     line = ablations.interpretability(table, stage.references)
     assert line.startswith("ROWS CANNOT BE INTERPRETED YET") and "Scratch (downstream) movie 0.200 < 0.250" in line
     assert "POYO-CAP" not in line
+
+
+def test_quick_ablations_cut_every_fine_tuning_budget_by_the_same_fraction():
+    from poyocap.config import Config
+    from poyocap.stages.ablations import QUICK_STEP_FRACTION, ablation_config
+
+    cfg = Config.for_scale("demo")
+    quick = ablation_config(cfg, extended=False)
+    for task in ("movie", "gratings"):
+        full, cut = cfg.finetune.task_optim(task).steps, quick.finetune.task_optim(task).steps
+        assert cut == round(full * QUICK_STEP_FRACTION)
+    assert quick.finetune.task_optim("movie").steps != quick.finetune.task_optim("gratings").steps
+    assert ablation_config(cfg, extended=True) == cfg

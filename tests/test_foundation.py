@@ -88,11 +88,13 @@ def test_task_optim_gives_the_movie_its_own_batch_and_lr():
     assert (movie.batch_size, movie.lr, movie.steps) == (demo.movie_batch_size, demo.movie_lr, 7)
     assert (movie.batch_size, movie.lr) != (demo.optim.batch_size, demo.optim.lr)  # the demo deviates for the movie
     assert gratings == demo.optim
+    assert demo.task_optim("movie").steps == demo.movie_steps != demo.optim.steps  # its own budget; steps= wins
     for scale in ("smoke", "paper"):  # 0 = the shared optimiser's settings
         fc = Config.for_scale(scale).finetune
         assert fc.task_optim("movie") == fc.optim
-    with pytest.raises(ValueError, match="movie_batch_size"):
-        Config().with_overrides(finetune={"movie_batch_size": -1})
+    for field in ("movie_batch_size", "movie_steps"):
+        with pytest.raises(ValueError, match=field):
+            Config().with_overrides(finetune={field: -1})
 
 
 def test_paths_follow_environment(tmp_path, monkeypatch):

@@ -9,7 +9,8 @@ import torch
 
 from poyocap.config import EncoderConfig, OptimConfig, PretrainConfig
 from poyocap.model.encoder import CalciumEncoder
-from poyocap.model.pretrain import TwinMaskedPretrainer, causal_mask, copy_last_baseline, latent_std, random_mask
+from poyocap.model.pretrain import (TwinMaskedPretrainer, causal_mask, copy_last_baseline, drop_units, latent_std,
+                                    random_mask)
 from poyocap.train import TrainSettings, epoch_batches, train
 
 ENC = EncoderConfig(dim=32, depth=2, cross_heads=2, self_heads=4, latents_per_step=2, latent_step_s=0.25,
@@ -223,6 +224,37 @@ def test_ema_target_runs_without_dropout_in_training():
     assert task.encoder.training and not task.target_encoder.training
     batch = make_batch()
     assert torch.equal(task.views(batch)["target"], task.views(batch)["target"])  # no dropout noise in the target
+
+
+def test_unit_masking_hides_the_dropped_units_from_the_online_branch_only():
+    """unit_mask_ratio: the online branch loses a random share of each window's units (over every frame); changing
+    the dropped units' values leaves it bit-identical and changes the target, which sees every unit."""
+    torch.manual_seed(0)
+    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(unit_mask_ratio=0.5)).eval()
+    batch = make_batch(pad_units=False)
+    b, _, n_u = batch["mask"].shape
+    torch.manual_seed(1)
+    dropped = torch.rand(b, 1, n_u) < 0.5  # the draw views() makes (eval mode: nothing else uses the RNG first)
+    assert dropped.any() and not dropped.all()
+    changed = {**batch, "values": torch.where(dropped, batch["values"] + 5.0, batch["values"])}
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = task.views(batch)
+        torch.manual_seed(1)
+        c = task.views(changed)
+    assert torch.equal(a["z_l_masked"], c["z_l_masked"])
+    assert not torch.allclose(a["target"], c["target"])
+    kept = drop_units(batch, 0.5)["mask"]
+    assert not (kept & ~batch["mask"]).any()  # only removes tokens
+    assert ((kept.any(1) == kept.all(1)) | ~batch["mask"].any(1)).all()  # a unit goes at every frame or none
+    assert drop_units(batch, 0.0) is batch
+
+
+def test_unit_masking_needs_token_masking():
+    with pytest.raises(ValueError, match="unit_mask_ratio"):
+        PretrainConfig(mask_level="latent", unit_mask_ratio=0.5)
+    with pytest.raises(ValueError, match="unit_mask_ratio"):
+        PretrainConfig(unit_mask_ratio=1.0)
 
 
 def test_token_masking_needs_causal_masking():
