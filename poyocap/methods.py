@@ -114,7 +114,8 @@ ABLATIONS: tuple[Method, ...] = (
     Method("Random masking", "predictable lines", "unpredictable lines (downstream mice)", init="pretrained",
            tasks=("movie",), paper={"ssim": 0.540}, options={"pool": "predictable",
                                                         # random latents: token removal is by time only
-                                                        "pretrain": {"mask_mode": "random", "mask_level": "latent"}}),
+                                                        "pretrain": {"mask_mode": "random", "mask_level": "latent",
+                                                                     "unit_mask_ratio": 0.0}}),
     Method("Masking only (no orientation CE)", "predictable lines", "unpredictable lines (downstream mice)",
            init="pretrained", tasks=("movie",), paper={"ssim": 0.496},
            options={"pool": "predictable", "pretrain": {"ce_weight": 0.0}}),

@@ -10,7 +10,7 @@ import torch
 from poyocap.config import EncoderConfig, OptimConfig, PretrainConfig
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import (TwinMaskedPretrainer, causal_mask, copy_last_baseline, drop_units, latent_std,
-                                    random_mask)
+                                    past_tokens, random_mask)
 from poyocap.train import TrainSettings, epoch_batches, train
 
 ENC = EncoderConfig(dim=32, depth=2, cross_heads=2, self_heads=4, latents_per_step=2, latent_step_s=0.25,
@@ -165,7 +165,7 @@ def _fit_fixed_batch(cfg: PretrainConfig, steps: int = 40) -> tuple[list[float],
 
 
 # the paper's objective as written (the demo default adds EMA + token masking + centring: docs/pretraining.md)
-PAPER_OBJECTIVE = {"target": "shared", "mask_level": "latent", "centre_per_window": False}
+PAPER_OBJECTIVE = {"target": "shared", "mask_level": "latent", "centre_per_window": False, "unit_mask_ratio": 0.0}
 
 
 @pytest.mark.parametrize("over", [{"target": "ema"}, {"ce_weight": 1.0}])
@@ -183,9 +183,10 @@ def test_paper_default_lowers_the_loss_on_a_fixed_batch():
     assert recon[-1] < 0.5 * recon[0]  # (whether std(Z_L) falls is the pretraining issue's business, not pinned)
 
 
-@pytest.mark.parametrize("over", [{"mask_mode": "random", "mask_level": "latent"}, {"target": "ema"},
+@pytest.mark.parametrize("over", [{"mask_mode": "random", "mask_level": "latent", "unit_mask_ratio": 0.0},
+                                  {"target": "ema"},
                                   {"mask_mode": "channel", "mask_level": "latent", "recon_loss": "mse",
-                                   "ce_weight": 1.0}])
+                                   "ce_weight": 1.0, "unit_mask_ratio": 0.0}])
 def test_ablation_options_run(over):
     torch.manual_seed(0)
     task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(**over))
@@ -226,28 +227,29 @@ def test_ema_target_runs_without_dropout_in_training():
     assert torch.equal(task.views(batch)["target"], task.views(batch)["target"])  # no dropout noise in the target
 
 
-def test_unit_masking_hides_the_dropped_units_from_the_online_branch_only():
-    """unit_mask_ratio: the online branch loses a random share of each window's units (over every frame); changing
-    the dropped units' values leaves it bit-identical and changes the target, which sees every unit."""
+def test_unit_masking_hides_whole_units_from_the_online_branch_in_training_only():
+    """unit_mask_ratio: in training the online branch loses a random share of each window's units (over every
+    frame) on top of the future tokens; the target and any eval-mode pass see every unit."""
     torch.manual_seed(0)
-    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(unit_mask_ratio=0.5)).eval()
+    task = TwinMaskedPretrainer(CalciumEncoder(ENC, 40), PretrainConfig(unit_mask_ratio=0.5))
     batch = make_batch(pad_units=False)
-    b, _, n_u = batch["mask"].shape
-    torch.manual_seed(1)
-    dropped = torch.rand(b, 1, n_u) < 0.5  # the draw views() makes (eval mode: nothing else uses the RNG first)
-    assert dropped.any() and not dropped.all()
-    changed = {**batch, "values": torch.where(dropped, batch["values"] + 5.0, batch["values"])}
-    with torch.no_grad():
-        torch.manual_seed(1)
-        a = task.views(batch)
-        torch.manual_seed(1)
-        c = task.views(changed)
-    assert torch.equal(a["z_l_masked"], c["z_l_masked"])
-    assert not torch.allclose(a["target"], c["target"])
-    kept = drop_units(batch, 0.5)["mask"]
-    assert not (kept & ~batch["mask"]).any()  # only removes tokens
-    assert ((kept.any(1) == kept.all(1)) | ~batch["mask"].any(1)).all()  # a unit goes at every frame or none
+    window_s = float(batch["window_s"][0])
+    past = past_tokens(batch, window_s, 0.5)["mask"]  # (B, T, U)
+    online = task.train().online_batch(batch, window_s)["mask"]
+    assert not (online & ~past).any()  # only removes tokens
+    units_seen = online.any(1)  # (B, U)
+    assert (~units_seen).any() and units_seen.any()
+    assert torch.equal(online, past & units_seen[:, None, :])  # a unit goes at every frame or at none
+    assert torch.equal(task.eval().online_batch(batch, window_s)["mask"], past)
     assert drop_units(batch, 0.0) is batch
+    lone = drop_units(batch, 0.999)["mask"].any(1)  # (B, U): a window keeps at least one unit
+    assert (lone.sum(-1) == 1).all()
+    # the encoder ignores the values of the tokens the online batch removed
+    changed = {**batch, "values": torch.where(~units_seen[:, None, :], batch["values"] + 5.0, batch["values"])}
+    with torch.no_grad():
+        a = task.encoder.encode({**batch, "mask": online})[0]
+        c = task.encoder.encode({**changed, "mask": online})[0]
+    assert torch.equal(a, c)
 
 
 def test_unit_masking_needs_token_masking():
@@ -310,7 +312,7 @@ class ListDataset(torch.utils.data.Dataset):
 def _fresh_task(seed=0):
     torch.manual_seed(seed)
     return TwinMaskedPretrainer(CalciumEncoder(replace(ENC, dropout=0.1), 40),
-                                PretrainConfig(mask_mode="random", mask_level="latent"))
+                                PretrainConfig(mask_mode="random", mask_level="latent", unit_mask_ratio=0.0))
 
 
 def test_resume_equals_uninterrupted(tmp_path):

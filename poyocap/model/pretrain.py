@@ -14,8 +14,9 @@ Options (the ablations need them): ``mask_mode="random"`` (same ratio, random po
 ``mask_level="token"`` (the online branch's tokens of the masked half are removed before the cross-attention),
 ``predictor`` (an MLP on the online branch), ``normalize_target`` (layer-normalised prediction and target),
 ``centre_per_window`` (prediction and target compared after removing their mean over the window's masked latents),
-``unit_mask_ratio`` (token masking only: the online branch also loses a random share of each window's units, so
-the masked future must be predicted from the other units' past - a neuron mask beside the temporal one).
+``unit_mask_ratio`` (token masking only; the demo's default 0.5: in training the online branch also loses a random
+share of each window's units, so the masked future must be predicted from the other units' past - a neuron mask
+beside the temporal one; held-out evaluation keeps every unit).
 The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
 and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
 regressed with MSE, with an unweighted CE.
@@ -75,12 +76,17 @@ def past_tokens(batch: dict[str, Tensor], window_s: float, ratio: float) -> dict
 
 def drop_units(batch: dict[str, Tensor], ratio: float) -> dict[str, Tensor]:
     """``batch`` with each window's units removed (token mask False over all frames) independently with
-    probability ``ratio`` (torch's RNG; ``ratio`` 0 returns ``batch`` unchanged). ``mask (B, T, U)``."""
+    probability ``ratio`` (torch's RNG; ``ratio`` 0 returns ``batch`` unchanged); a window never loses all of its
+    units (the one with the highest draw stays: attention over no token is undefined). ``mask (B, T, U)``."""
     if ratio <= 0:
         return batch
     mask = batch["mask"]
-    keep = torch.rand(mask.shape[0], 1, mask.shape[2], device=mask.device) >= ratio  # (B, 1, U)
-    return {**batch, "mask": mask & keep}
+    draw = torch.rand(mask.shape[0], 1, mask.shape[2], device=mask.device)  # (B, 1, U)
+    present = mask.any(1, keepdim=True)  # (B, 1, U): units with a token in the window
+    keep = (draw >= ratio) & present
+    best = torch.where(present, draw, -1.0).argmax(-1, keepdim=True)  # (B, 1, 1)
+    last_one = torch.zeros_like(keep).scatter_(-1, best, True) & ~keep.any(-1, keepdim=True)
+    return {**batch, "mask": mask & (keep | last_one)}
 
 
 class TwinMaskedPretrainer(ObjectiveBase):
@@ -121,8 +127,7 @@ class TwinMaskedPretrainer(ObjectiveBase):
         window_s = float(batch["window_s"][0])
         mask = self.make_mask(lat_t, window_s)
         if self.cfg.mask_level == "token":  # the online branch never sees the masked half's tokens
-            online = drop_units(past_tokens(batch, window_s, self.cfg.mask_ratio), self.cfg.unit_mask_ratio)
-            z1_past, _ = self.encoder.encode(online)
+            z1_past, _ = self.encoder.encode(self.online_batch(batch, window_s))
             z1_masked = torch.where(mask[..., None], self.mask_token.to(z1.dtype), z1_past)
         elif self.cfg.mask_mode == "channel":
             channel = int(torch.randint(z1.shape[-1], (1,)))
@@ -140,6 +145,12 @@ class TwinMaskedPretrainer(ObjectiveBase):
         else:
             target = z_l.detach()
         return {"z1": z1, "z_l": z_l, "z_l_masked": z_l_masked, "target": target, "mask": mask, "lat_t": lat_t}
+
+    def online_batch(self, batch: dict[str, Tensor], window_s: float) -> dict[str, Tensor]:
+        """What the online branch encodes with token masking: the past tokens, and in training (an augmentation,
+        like dropout) only a random ``1 - unit_mask_ratio`` of each window's units."""
+        past = past_tokens(batch, window_s, self.cfg.mask_ratio)
+        return drop_units(past, self.cfg.unit_mask_ratio) if self.training else past
 
     @torch.no_grad()
     def _clean_target(self, batch: dict[str, Tensor]) -> Tensor:
