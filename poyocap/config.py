@@ -208,11 +208,9 @@ class PretrainConfig:
     # compare prediction and target minus their own mean over each window's masked latents: the part of Z_L that is
     # constant within a window (mostly which session / units it holds) is then worth nothing to the loss
     centre_per_window: bool = True
-    # Beyond the paper (demo default 0.5; paper preset 0): with token masking, the online branch also loses each
-    # window's units at random with this probability (a neuron mask beside the temporal one: only what the other units
-    # share is predictable). Chosen on the positive control's VALIDATION probes (in-domain, seeds 0-2, wins over the
-    # random-init encoder in 6 (seed, probe) pairs): 0.5 wins 5, the temporal mask alone 3, mask ratio 0.75 4, both 3
-    # (docs/pretraining.md).
+    # Beyond the paper (paper preset 0): in training the online branch also loses each window's units with this
+    # probability (token masking only). Chosen on the positive control's validation probes: 5 of 6 (seed, probe) wins
+    # over random init vs 3 without it (docs/pretraining.md).
     unit_mask_ratio: float = 0.5
     snapshot_every: int = 50
     checkpoint_every: int = 50  # resumable checkpoint (atomic) every this many steps; 0: only at the end
@@ -260,10 +258,8 @@ class FinetuneConfig:
     # the SSIM loss as matrix products (losses.ssim_frames) pays for much of the larger batch (docs/decoders.md)
     movie_batch_size: int = 64
     movie_lr: float = 2e-3
-    # The movie's fine-tuning steps (0: ``optim``'s). Validation, Scratch (downstream), seeds 0 / 1 (SYNTHETIC v5):
-    # 300 steps SSIM 0.316 / 0.320, frame identification 0.272 / 0.267; 450 steps 0.328 / 0.319, 0.276 / 0.275
-    # (per-session ridge 0.272); 600 steps (seed 0) 0.327, 0.286 but ~1.3x the 20-minute budget of notebooks 00-05
-    # (docs/decoders.md). The gratings stay at ``optim.steps``: they over-fit beyond ~300 (docs/decoders.md).
+    # The movie's steps (0: ``optim``'s). Validation frame identification, seeds 0 / 1: 300 steps 0.272 / 0.267, 450
+    # 0.276 / 0.275 (ridge 0.272); the gratings over-fit beyond ~300 and keep ``optim.steps`` (docs/decoders.md).
     movie_steps: int = 450
 
     def __post_init__(self) -> None:
