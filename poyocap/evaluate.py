@@ -54,21 +54,28 @@ def linear_probe(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y
     return float((clf.predict(x_test) == y_test).mean())
 
 
-def per_session_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], target: str = "direction",
-                      c: float = 0.1) -> float:
-    """Linear probe fitted and tested *within* each session (units differ between sessions), averaged over
-    sessions weighted by their number of test windows. Sessions with < 2 classes or no test window are skipped."""
-    correct, total = 0.0, 0
+def per_session_probe_scores(train: dict[str, np.ndarray], test: dict[str, np.ndarray], target: str = "direction",
+                             c: float = 0.1) -> dict[int, tuple[float, int]]:
+    """Linear probe fitted and tested *within* each session (units differ between sessions): session -> (accuracy,
+    number of test windows). Sessions with < 2 classes or no test window are skipped."""
+    scores = {}
     for s in np.unique(test["session"]):
         tr, te = train["session"] == s, test["session"] == s
         if te.sum() == 0 or len(np.unique(train[target][tr])) < 2:
             continue
         acc = linear_probe(train["features"][tr], train[target][tr], test["features"][te], test[target][te], c=c)
-        correct += acc * te.sum()
-        total += int(te.sum())
+        scores[int(s)] = (float(acc), int(te.sum()))
+    return scores
+
+
+def per_session_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], target: str = "direction",
+                      c: float = 0.1) -> float:
+    """:func:`per_session_probe_scores` averaged over sessions, weighted by their number of test windows."""
+    scores = per_session_probe_scores(train, test, target, c)
+    total = sum(n for _, n in scores.values())
     if total == 0:
         raise ValueError("no session has both training and test windows for the probe")
-    return correct / total
+    return sum(acc * n for acc, n in scores.values()) / total
 
 
 @torch.no_grad()

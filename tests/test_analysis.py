@@ -116,3 +116,26 @@ def test_relative_change_and_cka():
     q, _ = np.linalg.qr(rng.normal(size=(10, 10)))
     assert linear_cka(x, 3 * x @ q) == pytest.approx(1.0)
     assert linear_cka(x, rng.normal(size=(200, 10))) < 0.15
+
+
+def test_per_session_probe_is_the_window_weighted_mean_of_the_session_scores():
+    from poyocap.evaluate import per_session_probe, per_session_probe_scores
+
+    rng = np.random.default_rng(0)
+
+    def split(n_per_session):  # two sessions, the label readable from feature 0 in session 0 only
+        session = np.repeat([0, 1], n_per_session)
+        direction = rng.integers(0, 2, session.size)
+        features = rng.normal(size=(session.size, 3))
+        features[session == 0, 0] += 4.0 * direction[session == 0]
+        return {"features": features, "direction": direction, "session": session}
+
+    train, test = split(60), split(20)
+    test["session"][:5] = 2  # a session without training windows is skipped
+    scores = per_session_probe_scores(train, test)
+    assert set(scores) == {0, 1} and scores[0][1] == 15 and scores[1][1] == 20
+    assert scores[0][0] > 0.9 and scores[1][0] < 0.8
+    weighted = (scores[0][0] * 15 + scores[1][0] * 20) / 35
+    assert per_session_probe(train, test) == pytest.approx(weighted)
+    with pytest.raises(ValueError, match="no session"):
+        per_session_probe(train, {**test, "session": np.full_like(test["session"], 7)})

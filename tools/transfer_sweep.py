@@ -20,12 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
+from scipy import stats
 
 from poyocap.config import Config
 from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab
-from poyocap.evaluate import latent_features, per_session_probe
+from poyocap.evaluate import latent_features, per_session_probe_scores
 from poyocap.finetune import load_pretrained
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
@@ -78,11 +80,33 @@ def random_encoder(cfg: Config, n_units: int, seed: int) -> CalciumEncoder:
     return CalciumEncoder(cfg.encoder, n_units)
 
 
-def validation_probes(encoder: CalciumEncoder, data: dict) -> dict[str, float]:
-    """Notebook 03's linear probes trained on the same windows but scored on the VALIDATION windows: what a choice
-    between objectives may look at (the test-window probes are the reported result, never the selection)."""
-    return {p: per_session_probe(latent_features(encoder, data[f"probe_{p}_train"]),
-                                 latent_features(encoder, data[f"probe_{p}_val"])) for p in ("grating", "movie")}
+def session_probes(encoder: CalciumEncoder, data: dict) -> pd.DataFrame:
+    """Notebook 03's linear probes per session, trained on the probe training windows and scored on the VALIDATION
+    windows (what a choice between objectives may look at) and on the test windows (the reported result): one row per
+    (probe, split, session) with its accuracy and number of scored windows."""
+    rows = []
+    for probe in ("grating", "movie"):
+        train_features = latent_features(encoder, data[f"probe_{probe}_train"])
+        for split in ("val", "test"):
+            scores = per_session_probe_scores(train_features, latent_features(encoder, data[f"probe_{probe}_{split}"]))
+            rows += [{"probe": probe, "split": split, "session": s, "acc": a, "n": n} for s, (a, n) in scores.items()]
+    return pd.DataFrame(rows)
+
+
+def paired_probe_lines(pretrained: pd.DataFrame, random: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Pretrained vs random-init probes paired by session: the merged table and one line per (split, probe) with the
+    window-weighted accuracies (notebook 03's numbers), sessions won, the mean per-session difference and a Wilcoxon
+    signed-rank p (two-sided) - one seed's comparison over sessions rather than one number against another."""
+    both = pretrained.merge(random, on=["probe", "split", "session", "n"], suffixes=("_pretrained", "_random"))
+    both["diff"] = both.acc_pretrained - both.acc_random
+    lines = []
+    for (split, probe), g in both.groupby(["split", "probe"], sort=False):
+        weighted = [float(np.average(g[f"acc_{k}"], weights=g.n)) for k in ("pretrained", "random")]
+        p = stats.wilcoxon(g["diff"]).pvalue if (g["diff"] != 0).any() else 1.0
+        lines.append(f"{split:4s} {probe:7s} {weighted[0]:.3f} vs random {weighted[1]:.3f}; sessions won "
+                     f"{int((g['diff'] > 0).sum())} / lost {int((g['diff'] < 0).sum())} of {len(g)}, mean difference "
+                     f"{g['diff'].mean():+.4f}, Wilcoxon p {p:.3f}")
+    return both, lines
 
 
 def real_interneuron_counts(cell_count_scale: float) -> None:
@@ -113,6 +137,8 @@ def main() -> None:
     ap.add_argument("--save-encoder", type=Path, default=None,
                     help="also keep each variant's pretrained encoder here (<variant>-seed<S>.pt), e.g. for re-probing")
     ap.add_argument("--eval-every", type=int, default=100, help="fine-tuning: validation every this many steps")
+    ap.add_argument("--probe-csv", type=Path, default=None,
+                    help="append the per-session probes (pretrained and random init, val and test) to this CSV")
     args = ap.parse_args()
     ft = {"device": args.device, "eval_every": args.eval_every}
     base = Config.for_scale("demo")
@@ -143,11 +169,13 @@ def main() -> None:
               f"{ev['eff_rank_ratio']:.2f}; probes "
               f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
               f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
-        val = {name: validation_probes(enc, data) for name, enc in (
-            ("pretrained", res.objective.encoder), ("random", random_encoder(cfg, len(vocab), args.seed)))}
-        print(f"{variant:45s} seed {args.seed} VALIDATION probes (choose on these): grating "
-              f"{val['pretrained']['grating']:.3f} vs random {val['random']['grating']:.3f}, movie "
-              f"{val['pretrained']['movie']:.3f} vs random {val['random']['movie']:.3f}", flush=True)
+        paired, lines = paired_probe_lines(session_probes(res.objective.encoder, data),
+                                           session_probes(random_encoder(cfg, len(vocab), args.seed), data))
+        for line in lines:  # "val" lines are the ones to choose on
+            print(f"{variant:45s} seed {args.seed} probes per session, {line}", flush=True)
+        if args.probe_csv is not None:
+            paired.assign(variant=variant, seed=args.seed, pool=args.pool).to_csv(
+                args.probe_csv, mode="a", header=not args.probe_csv.exists(), index=False)
         with tempfile.TemporaryDirectory() as tmp:  # one saved encoder: kept under --save-encoder, else temporary
             keep = args.save_encoder is not None
             path = (args.save_encoder / f"{variant.replace('/', '_')}-seed{args.seed}.pt" if keep
