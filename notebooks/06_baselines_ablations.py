@@ -45,7 +45,7 @@ cfg = stages.setup_notebook(scale, source, seeds, partition)
 # (progress bars) pretrains every pool / objective, fits CEBRA, fine-tunes every row - or reuses the cached runs
 result = stages.ablation_stage(cfg, extended=extended)
 print(f"seeds {list(result.seeds)}; pretraining {result.cfg.pretrain.optim.steps} / fine-tuning "
-      f"{result.cfg.finetune.optim.steps} steps for every row")
+      f"{result.cfg.finetune.optim.steps} steps (movie {result.cfg.finetune.task_optim('movie').steps}) for every row")
 
 # %% [markdown]
 # ## Pretraining pools (none holds a downstream mouse except the in-domain control)
