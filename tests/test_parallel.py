@@ -81,8 +81,9 @@ def test_one_worker_runs_nothing_and_a_failing_job_raises_here(tmp_path, monkeyp
                             "toy", progress=False) == 1
     assert not list(tmp_path.glob("*.npy"))  # the caller's own loop computes the runs
     monkeypatch.setenv(parallel.WORKERS_ENV, "2")
+    # one failing job beside a good one (two failing jobs race: whichever fails first is raised)
     with pytest.raises(ValueError, match="broken on purpose"):
-        parallel.prefill(cfg, [(failing_job, ("broken on purpose",)), (failing_job, ("again",))], "toy",
+        parallel.prefill(cfg, [(failing_job, ("broken on purpose",)), (train_toy, (0, tmp_path / "c.npy"))], "toy",
                          progress=False)
 
 
