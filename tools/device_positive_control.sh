@@ -14,6 +14,8 @@ t0=$(date +%s)
 timeout 220 python3 -c "from poyocap.config import Config; from poyocap.stages.common import load_recordings
 load_recordings(Config.for_scale('demo'), progress=False)" > "$LOGS/data.log" 2>&1 || { cat "$LOGS/data.log"; exit 1; }
 echo "demo observatory generated in $(( $(date +%s) - t0 )) s"
+# JOB_LIMIT: on 2026-11-27 (H200 machine) 400 s stopped every run after its test probes, before the per-session
+# validation probes that a choice needs (pretraining + evaluation took 253-325 s per run); give more where time allows
 VARIANTS=(${VARIANTS:-base pretrain.mask_ratio=0.75 pretrain.mask_ratio=0.75,pretrain.ce_weight=0.0
           pretrain.unit_mask_ratio=0.5 pretrain.mask_ratio=0.75,pretrain.unit_mask_ratio=0.5})
 i=0

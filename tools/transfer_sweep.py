@@ -33,7 +33,7 @@ from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
 from poyocap.repro import seed_everything
 from poyocap.stages.common import load_recordings, subsample
-from poyocap.stages.pretrain import evaluate_pretraining, pool_datasets
+from poyocap.stages.pretrain import evaluate_pretraining, pool_datasets, random_init_encoder
 from poyocap.tasks import get_task
 from poyocap.train import TrainSettings, train
 
@@ -72,12 +72,6 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
                 eval_fn=val_score, select_key="val_score", progress=False)
     ev = res.history[res.history.kind == "eval"]
     return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
-
-
-def random_encoder(cfg: Config, n_units: int, seed: int) -> CalciumEncoder:
-    """The random-init encoder a run of ``seed`` starts from (as ``random_init_evaluation`` builds it)."""
-    seed_everything(seed)
-    return CalciumEncoder(cfg.encoder, n_units)
 
 
 def session_probes(encoder: CalciumEncoder, data: dict) -> pd.DataFrame:
@@ -170,7 +164,7 @@ def main() -> None:
               f"grating {ev['probe_grating_pretrained']:.3f} vs random {ev['probe_grating_random']:.3f}, movie "
               f"{ev['probe_movie_pretrained']:.3f} vs random {ev['probe_movie_random']:.3f}", flush=True)
         paired, lines = paired_probe_lines(session_probes(res.objective.encoder, data),
-                                           session_probes(random_encoder(cfg, len(vocab), args.seed), data))
+                                           session_probes(random_init_encoder(cfg, len(vocab), args.seed), data))
         for line in lines:  # "val" lines are the ones to choose on
             print(f"{variant:45s} seed {args.seed} probes per session, {line}", flush=True)
         if args.probe_csv is not None:

@@ -29,7 +29,7 @@ from ..methods import ABLATIONS, Method, get_method
 from ..parallel import memo, prefill, run_threads
 from ..plotting import save_table
 
-from .common import artifact_dir, keep_evenly, load_cached, load_recordings, table_header
+from .common import artifact_dir, keep_evenly, load_cached, load_recordings, step_budget, table_header
 from .filtering import load_partition
 from .finetune import FinetuneSetup, Pool, finetune_setup, reference_result, run_method, time_shuffled
 from .pretrain import PRETRAIN_STRIDE_S, PretrainRun, PretrainStage, pool_datasets, pretrain_run
@@ -380,9 +380,7 @@ def interpretability(table: pd.DataFrame, references: pd.DataFrame) -> str:
 
 def save_ablation_table(stage: AblationStage, table: pd.DataFrame) -> None:
     ci = "Student t over seeds" if len(stage.seeds) > 1 else "bootstrap over test items (1 seed)"
-    ft = stage.cfg.finetune
-    steps = (f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {ft.optim.steps} steps (movie "
-             f"{ft.task_optim('movie').steps})")
+    steps = step_budget(stage.cfg)
     header = table_header(
         stage.cfg, f"seeds {list(stage.seeds)}; +- = 95 % CI ({ci}); p vs POYO-CAP (same budget); {steps} for every "
                    f"row{' (quick table: a fraction of the main table budget)' if not stage.extended else ''}; "

@@ -29,7 +29,7 @@ from ..model.pretrain import TwinMaskedPretrainer
 from ..repro import seed_everything
 from .ablations import AblationRunner, ablation_config
 from .analyses_runs import dose_response_table, neuron_scaling_table, scaling_table
-from .common import load_recordings, subsample
+from .common import load_recordings, step_budget, subsample
 from .pretrain import PretrainRun, pool_datasets
 
 POOLS = ("predictable", "reverse")  # the two pretraining pools every comparison uses (size-matched)
@@ -361,9 +361,6 @@ def save_analyses_table(stage: AnalysesStage, verdicts: Sequence[str] = ()) -> p
     counts = [v for v in verdicts if "DOES NOT COUNT" in v]
     extra = ("THESE NUMBERS DESCRIBE A PRETRAINING THAT DOES NOT COUNT (notebook 03: "
              + "; ".join(v.split("  ")[0] for v in counts) + ")") if counts else "notebook 03: the pretraining counts"
-    ft = stage.cfg.finetune
-    budget = (f"pretraining {stage.cfg.pretrain.optim.steps} / fine-tuning {ft.optim.steps} steps (movie "
-              f"{ft.task_optim('movie').steps}) "
-              "(notebook 06's budget); reduced grids unless --extended")
+    budget = f"{step_budget(stage.cfg)} (notebook 06's budget); reduced grids unless --extended"
     save_table(table, paths.results_dir(stage.cfg.scale) / "analyses", table_header(stage.cfg, budget) + [extra])
     return table

@@ -65,6 +65,13 @@ def table_header(cfg: Config, extra: str = "") -> list[str]:
     return lines
 
 
+def step_budget(cfg: Config) -> str:
+    """The step budget a table header names: ``pretraining P / fine-tuning F steps (movie M)``."""
+    ft = cfg.finetune
+    return (f"pretraining {cfg.pretrain.optim.steps} / fine-tuning {ft.optim.steps} steps (movie "
+            f"{ft.task_optim('movie').steps})")
+
+
 def load_recordings(cfg: Config, progress: bool = True) -> list[Recording]:
     """Every session of the configured source (synthetic: generated once, then read from the cache)."""
     data = cfg.data

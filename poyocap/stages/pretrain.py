@@ -106,7 +106,7 @@ def pool_datasets(cfg: Config, recs: Sequence[Recording], stride_s: float = PRET
         "train": ds(table, "train", train=True), "val": ds(table, "val"),
         "probe_grating_train": ds(gr, "train"), "probe_grating_test": ds(gr, "test"),
         "probe_movie_train": ds(mv, "train", every=3), "probe_movie_test": ds(mv, "test", every=2),
-        # validation windows for choosing between objectives (tools/transfer_sweep.py --probe-split val)
+        # validation windows for choosing between objectives (tools/transfer_sweep.py prints both)
         "probe_grating_val": ds(gr, "val"), "probe_movie_val": ds(mv, "val", every=2),
     }
     return vocab, data
@@ -146,13 +146,18 @@ def pretraining_verdicts(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def random_init_encoder(cfg: Config, n_units: int, seed: int) -> CalciumEncoder:
+    """The random-init encoder a pretraining run of ``seed`` starts from (the probes' baseline)."""
+    seed_everything(seed)
+    return CalciumEncoder(cfg.encoder, n_units)
+
+
 def random_init_evaluation(cfg: Config, data: dict[str, WindowDataset], seed: int, n_units: int
                            ) -> dict[str, float]:
     """The random-init side of :func:`evaluate_pretraining`: std(Z_L) of the encoder the run started from (the same
     seed), its probes and held-out spread. Needs no pretrained weights, so a stage can compute it beside the
     pretraining (:func:`random_init_result`)."""
-    seed_everything(seed)
-    random_enc = CalciumEncoder(cfg.encoder, n_units)  # the same init the run started from
+    random_enc = random_init_encoder(cfg, n_units, seed)
     with torch.no_grad():
         init_objective = TwinMaskedPretrainer(random_enc, cfg.pretrain)
         out = {"std_zl_init": masked_reconstruction(init_objective, data["val"])["std_zl"]}
