@@ -11,12 +11,16 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from .attention import FeedForward, RotaryCrossAttention, RotaryTime
 
+
+#: memory layout of the movie U-Net's feature maps (:attr:`MovieUNet.layout`; speed only)
+Layout = Literal["mixed", "channels_last", "contiguous"]
 
 class QueryReadout(nn.Module):
     """Output queries at times ``query_t (B, Q)`` attend to latents ``z (B, L, D)`` at ``lat_t (B, L)`` -> (B, Q, D).
@@ -128,7 +132,7 @@ class MovieUNet(nn.Module):
             c_in = c_out
         self.head = nn.Conv2d(c_in, 1, 1)
         self.pixel_bias = nn.Parameter(torch.zeros(h, w))  # per-pixel logit offset (set_prior: the mean frame)
-        self.channels_last = True  # memory layout of the feature maps (speed only; forward)
+        self.layout: Layout = "mixed"  # memory layout of the feature maps (speed only; forward)
 
     @torch.no_grad()
     def set_prior(self, frame: Tensor) -> None:
@@ -137,18 +141,26 @@ class MovieUNet(nn.Module):
         self.pixel_bias.copy_(torch.logit(frame.clamp(1e-3, 1 - 1e-3)).to(self.pixel_bias))
 
     def forward(self, vec: Tensor) -> Tensor:
-        """``vec (B, D)`` -> frames ``(B, H, W)``. The maps are kept channels-last (``self.channels_last``): oneDNN's
-        convolutions with few channels run ~2x (3x3) to 3x (1x1) faster that way on CPU, a demo movie training step
-        1.12x (``benchmarks/unet_layout.py``); the outputs equal the contiguous layout's to ~1e-6 (tested)."""
+        """``vec (B, D)`` -> frames ``(B, H, W)``. Memory layout of the maps (``self.layout``, speed only, CPU):
+        ``mixed`` (default) runs the convolutions channels-last - oneDNN's convolutions with few channels run ~2x
+        (3x3) to 3x (1x1) faster that way - and GroupNorm / GELU contiguous, where oneDNN's GroupNorm is 3-10x
+        slower channels-last; a demo movie training step 1.2x the all-channels-last layout's
+        (``benchmarks/unet_layout.py``). ``channels_last`` / ``contiguous`` keep one layout throughout. The outputs
+        equal each other's to ~1e-6 (tested)."""
         b = vec.shape[0]
-        cl = torch.channels_last if self.channels_last else torch.contiguous_format
-        x = self.start(vec).view(b, self.c0, 2, 4).contiguous(memory_format=cl)
+        conv_fmt = torch.contiguous_format if self.layout == "contiguous" else torch.channels_last
+        norm_fmt = torch.channels_last if self.layout == "channels_last" else torch.contiguous_format
+        x = self.start(vec).view(b, self.c0, 2, 4)
         for s, stage in enumerate(self.stages):
-            x = stage(x)
+            for layer in stage:  # upsample, conv, norm, GELU, conv, norm, GELU
+                if isinstance(layer, (nn.Conv2d, nn.GroupNorm)):
+                    x = x.contiguous(memory_format=conv_fmt if isinstance(layer, nn.Conv2d) else norm_fmt)
+                x = layer(x)
             if s < len(self.injections):
-                inj = self.injections[s](vec).view(b, x.shape[1], x.shape[2], x.shape[3]).contiguous(memory_format=cl)
-                x = self.fuse[s](torch.cat([x, inj], dim=1))
-        return torch.sigmoid(self.head(x)[:, 0] + self.pixel_bias)
+                inj = self.injections[s](vec).view(b, x.shape[1], x.shape[2], x.shape[3])
+                x = self.fuse[s](torch.cat([x.contiguous(memory_format=conv_fmt),
+                                            inj.contiguous(memory_format=conv_fmt)], dim=1))
+        return torch.sigmoid(self.head(x.contiguous(memory_format=conv_fmt))[:, 0] + self.pixel_bias)
 
 
 class GratingReadout(nn.Module):
