@@ -26,14 +26,16 @@
 # the temporal one, `pretrain.unit_mask_ratio`, chosen on the positive control's validation probes). The `paper`
 # preset runs the paper's objective (its target without dropout).
 #
-# It trains on the **predictable pool** decided by notebook 02 (the Partition artifact), one run per seed.
+# It trains on the **predictable pool** decided by notebook 02 (the Partition artifact), one run per seed, and - the
+# positive control - on the downstream mice's own training windows, one run per seed.
 # Pretraining *counts* only if a linear probe on the frozen latents (grating direction; movie time in 10 bins;
 # fitted and tested within each session) beats the same probe on a random-init encoder, **and** the held-out
 # latents keep >= 50 % of the random-init encoder's *within-session* std and effective rank (no collapse); the
 # rules live in `poyocap.stages.pretrain.pretraining_checks`. The plain std(Z_L) over all windows is shown too,
 # but it is not a rule: it also counts which session a window comes from, and a pretraining that turns Z_L into a
 # session code keeps it high while discarding the stimulus (`docs/pretraining.md`).
-# Runs are cached under `artifacts/<scale>/pretrain/<config hash>-seed<k>/` and reused unless the config changes.
+# Runs are cached under `artifacts/<scale>/pretrain/<config hash>-seed<k>/` (in-domain: `pretrain_in_domain/`) and
+# reused unless the config changes.
 
 # %% tags=["parameters"]
 scale = "demo"
@@ -56,9 +58,10 @@ print(f"pretraining: {p.optim.steps} steps x batch {p.optim.batch_size}, mask {p
 # NBVAL_IGNORE_OUTPUT
 # (progress bars and timings) trains one encoder per seed, or reuses the cached ones
 result = stages.pretrain_stage(cfg)
-for run in result.runs:
-    state = "reused from cache" if run.cached else "trained"
-    print(f"seed {run.seed}: {state} -> {run.out_dir.relative_to(paths.output_root())}")
+for pool, runs in (("predictable", result.runs), ("in-domain", result.in_domain)):
+    for run in runs:
+        state = "reused from cache" if run.cached else "trained"
+        print(f"{pool} seed {run.seed}: {state} -> {run.out_dir.relative_to(paths.output_root())}")
 
 # %% [markdown]
 # ## Pools (from the Partition artifact; no mouse serves two pools)
@@ -90,7 +93,20 @@ png = plotting.save_figure(fig, paths.figures_dir(cfg.scale) / "03_pretraining_c
 print("\n".join(stages.pretraining_verdicts(result.summary)))
 
 # %% [markdown]
-# ## Variants and the positive control (beyond the paper)
+# ## The positive control: in-domain pretraining (beyond the paper)
+#
+# The same objective, seeds and steps on the downstream mice's own *training* windows (their validation and test
+# windows are never pretrained on). If even this cannot beat random init, the objective or the code is at fault,
+# not the pool. Notebooks 04-05 fine-tune from these encoders as the main table's "In-domain SSL" row. Here: the
+# collapse monitor (held-out grating windows, eval mode) at the last step relative to step 0; the probes of these
+# runs cost ~3x their pretraining (the downstream pool's movie windows), so `tools/transfer_sweep.py --pool
+# downstream` measures them (below).
+
+# %%
+result.in_domain_summary[["seed", "steps", "final_recon", "within_std_ratio", "eff_rank_ratio"]].round(3)
+
+# %% [markdown]
+# ## Variants and the positive control's probes (beyond the paper)
 #
 # `tools/transfer_sweep.py` pretrains one variant per line on a pool - this predictable pool, or the downstream
 # mice's own *training* windows (`--pool downstream`, in-domain SSL: the positive control) - and prints the same

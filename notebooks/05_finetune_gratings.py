@@ -61,3 +61,13 @@ table.round(3)
 
 # %%
 print("\n".join(stages.headline(table)))
+
+# %% [markdown]
+# ## The positive control in the main table
+#
+# Fine-tuned from the encoder pretrained on the downstream mice's own training windows (notebook 03) against the
+# same fine-tuning from random init, paired by seed; then POYO-CAP against the same scratch row.
+
+# %%
+for a, b in (stages.results.POSITIVE_CONTROL, ("POYO-CAP", stages.results.POSITIVE_CONTROL[1])):
+    print("\n".join(stages.results.paired_comparison([movie, gratings], a, b)))

@@ -34,7 +34,8 @@ class Method:
             (a linear decoder on the same splits, ``options["reference"]``: ``raw`` dF/F windows or the latents of a
             ``random_encoder``; :mod:`poyocap.references`) - the bar the deep methods must clear.
         paper: the paper's numbers for this row (``ssim``, ``acc``; real Allen data).
-        options: free-form settings for future variants (recorded in the artifact key).
+        options: free-form settings of variants (recorded in the artifact key); in the main table
+            ``pretrain_pool="in_domain"`` starts from notebook 03's in-domain encoder instead of POYO-CAP's.
     """
 
     name: str
@@ -67,6 +68,8 @@ METHODS: tuple[Method, ...] = (
     Method("Scratch (downstream)", "none", "unpredictable lines (downstream mice)", init="scratch"),
     Method("Scratch (downstream, + pretraining's steps)", "none", "unpredictable lines (downstream mice)",
            init="scratch", budget="finetune+pretrain", seeds="first"),
+    Method("In-domain SSL (positive control)", "downstream mice's own training windows",
+           "unpredictable lines (downstream mice)", init="pretrained", options={"pretrain_pool": "in_domain"}),
     Method("Mean-frame predictor", "-", "-", init="none", tasks=("movie",), role="floor"),
     Method("Time-shuffled neurons", "-", "-", init="pretrained", transform="time_shuffle", tasks=("movie",),
            seeds="first", role="floor"),

@@ -29,7 +29,7 @@ def test_methods_for_filters_by_task_and_role_in_registry_order():
     movie = [m.name for m in methods_for("movie", "method")]
     gratings = [m.name for m in methods_for("gratings", "method")]
     assert movie == gratings == ["POYO-CAP", "Scratch (all lines)", "Scratch (downstream)",
-                                 "Scratch (downstream, + pretraining's steps)"]
+                                 "Scratch (downstream, + pretraining's steps)", "In-domain SSL (positive control)"]
     assert [m.name for m in methods_for("movie", "floor")] == ["Mean-frame predictor", "Time-shuffled neurons"]
     assert [m.name for m in methods_for("movie", "reference")] == [
         "Reference: ridge (per session)", "Reference: ridge (pseudo-population)",
@@ -135,6 +135,18 @@ def test_headline_says_which_deep_rows_clear_the_linear_reference(out_tmp):
     assert headline(main_table(cfg, None, gratings))[1].endswith("deep rows at or above it: none")
 
 
+def test_paired_comparison_pairs_seeds_and_skips_missing_rows():
+    from poyocap.stages.results import POSITIVE_CONTROL, paired_comparison
+
+    control, scratch = POSITIVE_CONTROL
+    movie = _stage("movie", {control: [0.32, 0.35, 0.30], scratch: [0.30, 0.31, 0.31]})
+    gratings = _stage("gratings", {control: [0.4, 0.5]})  # no scratch row: no line
+    (line,) = paired_comparison([movie, gratings], control, scratch)
+    p = stats.ttest_rel([0.32, 0.35, 0.30], [0.30, 0.31, 0.31]).pvalue
+    assert line == (f"movie ssim: {control} - {scratch} = +0.017 over seeds [0, 1, 2] (2 of 3 higher), "
+                    f"paired t p = {p:.3f}")
+
+
 def test_main_table_skips_unpaired_tests_and_orders_columns(out_tmp):
     cfg = Config.for_scale("smoke")  # seeds (0, 1)
     movie = _stage("movie", {"POYO-CAP": [0.3, 0.4], "Time-shuffled neurons": [0.1]})
@@ -151,23 +163,30 @@ def test_main_table_skips_unpaired_tests_and_orders_columns(out_tmp):
 
 def test_finetune_run_key_names_the_encoder_it_starts_from(tmp_path, monkeypatch):
     """A re-pretrained encoder (other weights) gets new fine-tuning runs; scratch runs do not depend on it."""
-    from types import SimpleNamespace
 
     import torch
 
     from poyocap.model.encoder import CalciumEncoder
     from poyocap.stages.finetune import FinetuneSetup
-    from poyocap.stages.pretrain import PretrainRun
+    from poyocap.stages.pretrain import PretrainRun, PretrainStage
 
     monkeypatch.setenv("POYOCAP_OUTPUT", str(tmp_path))
     cfg = Config.for_scale("smoke")
     torch.manual_seed(0)
-    enc = CalciumEncoder(cfg.encoder, 10)
+    enc, in_domain_enc = CalciumEncoder(cfg.encoder, 10), CalciumEncoder(cfg.encoder, 10)
 
     def setup() -> FinetuneSetup:
         run = PretrainRun(0, tmp_path, enc, pd.DataFrame(), {}, cached=True)
-        return FinetuneSetup(cfg, get_task("gratings", cfg), SimpleNamespace(runs=[run]), None, None,
+        in_domain = PretrainRun(0, tmp_path / "in_domain", in_domain_enc, pd.DataFrame(), {}, cached=True)
+        stage = PretrainStage([run], pd.DataFrame(), pd.DataFrame(), 0, in_domain=[in_domain])
+        return FinetuneSetup(cfg, get_task("gratings", cfg), stage, None, None,
                              key={"lines": ["Sst-IRES-Cre"], "task": "gratings"})
+
+    control = get_method("In-domain SSL (positive control)")
+    assert setup().pretrained_run(control, 0).encoder is in_domain_enc  # the main table's in-domain row
+    assert setup().run_dir(control, 0) != setup().run_dir(get_method("POYO-CAP"), 0)
+    with pytest.raises(KeyError, match="seed 1"):
+        setup().pretrained_run(control, 1)
 
     poyo, scratch = get_method("POYO-CAP"), get_method("Scratch (downstream)")
     before = setup().run_dir(poyo, 0), setup().run_dir(scratch, 0)

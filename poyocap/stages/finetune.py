@@ -34,7 +34,7 @@ from ..tasks import DownstreamTask, get_task
 from ..train import TrainSettings, eval_batches, read_history, save_atomic, train
 from .common import artifact_dir, is_cached, load_cached, load_recordings, subsample
 from .filtering import load_partition
-from .pretrain import PretrainStage, pretrain_stage
+from .pretrain import PretrainRun, PretrainStage, pretrain_stage
 
 FINETUNE_ARTIFACT_VERSION = 4  # 4: one thread per CPU run (poyocap.parallel): runs of 3 differ in the last digits
 TEST_FILE = "test.pt"  # a run's test metrics, per-item scores and example predictions (cache of its evaluation)
@@ -93,10 +93,15 @@ class FinetuneSetup:
         recipe = {k: v for k, v in dataclasses.asdict(method).items() if k != "paper"}
         init = None
         if method.init == "pretrained":
-            init = next(r for r in self.pretrain.runs if r.seed == seed).weights_digest
+            init = self.pretrained_run(method, seed).weights_digest
         return artifact_dir(self.cfg, f"finetune_{self.task.name}", ("data", "encoder", "pretrain", "finetune"),
                             FINETUNE_ARTIFACT_VERSION, f"-{method.slug}-seed{seed}", **self.key, method=recipe,
                             init_weights=init)
+
+    def pretrained_run(self, method: Method, seed: int) -> PretrainRun:
+        """The pretraining ``method`` starts from: notebook 03's run of ``seed`` on the pool its
+        ``options["pretrain_pool"]`` names (default ``predictable``; the ablation rows' stages hold one pool)."""
+        return self.pretrain.run_for(method.options.get("pretrain_pool", "predictable"), seed)
 
     def pools(self, method: Method) -> tuple[Pool, Pool]:
         """(training pool, evaluation pool) of ``method``: the test set is always the downstream mice's."""
@@ -148,7 +153,7 @@ def _initial_model(setup: FinetuneSetup, method: Method, seed: int, train_pool: 
     sessions = [r.session_id for r in train_pool.recordings]  # the evaluation pool's are among them
     variant = method.options.get("decoder", {})  # ablation rows: decoder options (poyocap.ablations)
     if method.init == "pretrained":
-        enc_path = next(r.out_dir for r in setup.pretrain.runs if r.seed == seed) / "encoder.pt"
+        enc_path = setup.pretrained_run(method, seed).out_dir / "encoder.pt"
         cls, kwargs = setup.task.decoder(n_sessions=len(sessions), variant=variant)
         model, vocab, _ = load_pretrained(enc_path, setup.cfg, train_pool.units(), cls, **kwargs)
     else:

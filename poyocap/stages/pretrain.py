@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -41,6 +41,9 @@ STD_RATIO_FLOOR = 0.5
 PRETRAIN_STRIDE_S = 0.25
 #: files a finished pretraining run leaves; all must exist for it to be reused
 RUN_FILES = ("encoder.pt", "metrics.csv", "evaluation.json")
+#: notebook 03's pretraining pools and their artifact folders: POYO-CAP's (the predictable lines), and the positive
+#: control (in-domain SSL on the downstream mice's own training windows; the main table fine-tunes from it too)
+POOL_STAGES = {"predictable": "pretrain", "in_domain": "pretrain_in_domain"}
 
 
 @dataclass
@@ -60,24 +63,41 @@ class PretrainRun:
 
 @dataclass
 class PretrainStage:
-    runs: list[PretrainRun]
+    runs: list[PretrainRun]  # the predictable pool's (POYO-CAP's encoders), one per seed
     summary: pd.DataFrame
     pool: pd.DataFrame
     vocab_size: int
+    in_domain: list[PretrainRun] = field(default_factory=list)  # the positive control's, one per seed
+    in_domain_summary: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @classmethod
     def of(cls, runs: Sequence[PretrainRun]) -> "PretrainStage":
         """A stage holding only ``runs`` (the encoders fine-tuning starts from; no summary): the ablation rows."""
         return cls(list(runs), pd.DataFrame(), pd.DataFrame(), 0)
 
+    def run_for(self, pool: str, seed: int) -> PretrainRun:
+        """The run of ``seed`` on ``pool`` (``predictable`` or ``in_domain``)."""
+        runs = {"predictable": self.runs, "in_domain": self.in_domain}.get(pool)
+        if runs is None:
+            raise ValueError(f"no pretraining pool {pool!r} in notebook 03 (predictable, in_domain)")
+        for run in runs:
+            if run.seed == seed:
+                return run
+        raise KeyError(f"no {pool} pretraining run of seed {seed}")
 
-def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filtering.Partition
-                  ) -> tuple[Pools, list[Recording], UnitVocab, dict[str, WindowDataset]]:
-    """Pretrain-pool recordings, their unit vocabulary, and the train / val / probe datasets."""
+
+def pretrain_data(cfg: Config, recordings: Sequence[Recording], partition: filtering.Partition,
+                  pool: str = "predictable") -> tuple[Pools, list[Recording], UnitVocab, dict[str, WindowDataset]]:
+    """A pool's recordings, their unit vocabulary, and the train / val / probe datasets. ``pool``: ``predictable``
+    (POYO-CAP's pretraining) or ``in_domain`` (the positive control: the downstream mice, whose training windows
+    only are pretrained on)."""
+    if pool not in POOL_STAGES:
+        raise ValueError(f"unknown pretraining pool {pool!r}; notebook 03 runs {', '.join(POOL_STAGES)}")
     pools = make_pools(recordings, partition.predictable_lines)
-    recs = [r for r in recordings if r.session_id in pools.pretrain]
+    ids = set(pools.pretrain if pool == "predictable" else pools.downstream)
+    recs = [r for r in recordings if r.session_id in ids]
     if not recs:
-        raise ValueError("the pretrain pool is empty: the partition names no predictable line present in the data")
+        raise ValueError(f"the {pool} pool is empty: the partition names no such line present in the data")
     vocab, data = pool_datasets(cfg, recs)
     return pools, recs, vocab, data
 
@@ -196,10 +216,11 @@ def evaluate_pretraining(cfg: Config, objective: TwinMaskedPretrainer, data: dic
 
 
 def random_init_result(cfg: Config, partition: filtering.Partition, data: dict[str, WindowDataset], seed: int,
-                       n_units: int, force: bool = False) -> dict[str, float]:
-    """:func:`random_init_evaluation` of ``seed``, cached beside the pretraining runs (written atomically: the
-    stage's worker for it and a pretraining that needs it first may both compute it - the same numbers)."""
-    path = run_dir(cfg, partition, seed, "pretrain_random_init") / "random_init.json"
+                       n_units: int, force: bool = False, stage: str = "pretrain") -> dict[str, float]:
+    """:func:`random_init_evaluation` of ``seed`` on ``data``, cached beside the pretraining runs of ``stage``
+    (written atomically: the stage's worker for it and a pretraining that needs it first may both compute it - the
+    same numbers)."""
+    path = run_dir(cfg, partition, seed, f"{stage}_random_init") / "random_init.json"
     if path.exists() and not force:
         return json.loads(path.read_text())
     with run_threads(cfg):
@@ -240,26 +261,33 @@ def run_dir(cfg: Config, partition: filtering.Partition, seed: int, stage: str =
                         f"-seed{seed}", predictable_lines=list(partition.predictable_lines), **(key or {}))
 
 
-def _pretrain_data_memo(cfg: Config) -> tuple:
-    """A worker's (partition, vocab, datasets) of the predictable pool, built once per worker."""
+def _pretrain_data_memo(cfg: Config, pool: str) -> tuple:
+    """A worker's (partition, vocab, datasets) of ``pool``, built once per worker."""
     def build() -> tuple:
         partition = load_partition(cfg)
-        _, _, vocab, data = pretrain_data(cfg, load_recordings(cfg, progress=False), partition)
+        _, _, vocab, data = pretrain_data(cfg, load_recordings(cfg, progress=False), partition, pool)
         return partition, vocab, data
 
-    return memo(("pretrain", cfg.digest()), build)
+    return memo(("pretrain", cfg.digest(), pool), build)
 
 
-def _pretrain_job(cfg: Config, seed: int, force: bool) -> None:
-    """A worker's job: one seed of the predictable pool's pretraining, written to its artifact directory."""
-    partition, vocab, data = _pretrain_data_memo(cfg)
-    pretrain_run(cfg, partition, vocab, data, seed, force, progress=False)
+def _pretrain_job(cfg: Config, seed: int, force: bool, pool: str) -> None:
+    """A worker's job: one seed of ``pool``'s pretraining, written to its artifact directory."""
+    partition, vocab, data = _pretrain_data_memo(cfg, pool)
+    pretrain_run(cfg, partition, vocab, data, seed, force, progress=False, **_pool_run_args(pool))
 
 
-def _random_init_job(cfg: Config, seed: int, force: bool) -> None:
-    """A worker's job: the random-init evaluation of one seed (the pretraining's probes compare against it)."""
-    partition, vocab, data = _pretrain_data_memo(cfg)
-    random_init_result(cfg, partition, data, seed, len(vocab), force)
+def _random_init_job(cfg: Config, seed: int, force: bool, pool: str) -> None:
+    """A worker's job: the random-init evaluation of one seed on ``pool`` (the pretraining's probes compare
+    against it)."""
+    partition, vocab, data = _pretrain_data_memo(cfg, pool)
+    random_init_result(cfg, partition, data, seed, len(vocab), force, POOL_STAGES[pool])
+
+
+def _pool_run_args(pool: str) -> dict[str, Any]:
+    """:func:`pretrain_run`'s arguments for ``pool``: its artifact folder; the in-domain runs skip the probes
+    (the costly part: ``tools/transfer_sweep.py --pool downstream`` measures them) and keep the collapse monitor."""
+    return {"stage": POOL_STAGES[pool], "desc": f"pretrain [{pool}]", "evaluate": pool == "predictable"}
 
 
 def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, data: dict[str, WindowDataset],
@@ -289,7 +317,7 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
                        desc=f"{desc} seed {seed}", resume=not force, eval_fn=collapse_monitor(data))
         objective = result.objective.cpu()
         evaluation = (evaluate_pretraining(cfg, objective, data, seed,
-                                           random_init_result(cfg, partition, data, seed, len(vocab), force))
+                                           random_init_result(cfg, partition, data, seed, len(vocab), force, stage))
                       if evaluate else monitor_summary(result.history))
     (out / "evaluation.json").write_text(json.dumps(evaluation, indent=1))  # keeps the column order
     save_atomic({"objective": objective.state_dict(), "encoder": objective.encoder.state_dict(),
@@ -301,28 +329,39 @@ def pretrain_run(cfg: Config, partition: filtering.Partition, vocab: UnitVocab, 
 
 def pretrain_stage(cfg: Config, recordings: Sequence[Recording] | None = None, progress: bool = True,
                    force: bool = False, save: bool = True) -> PretrainStage:
-    """One pretraining run per seed on the predictable pool (reused from the artifact dir unless the config
-    changed or ``force``; seeds not cached run side by side in worker processes, :mod:`poyocap.parallel`);
-    evaluation of each run; encoder checkpoints for fine-tuning. ``save``: write the summary table."""
+    """One pretraining run per seed on the predictable pool, and one on the downstream mice's own training windows
+    (the positive control, in-domain SSL); each reused from the artifact dir unless the config changed or
+    ``force``; runs not cached run side by side in worker processes (:mod:`poyocap.parallel`). The predictable
+    runs are evaluated (probes vs random init, collapse), the in-domain ones keep their collapse monitor; encoder
+    checkpoints for fine-tuning. ``save``: write the summary tables."""
     if recordings is None:
         recordings = load_recordings(cfg, progress=progress)
     partition = load_partition(cfg)
-    pools, _, vocab, data = pretrain_data(cfg, recordings, partition)
-    todo = [seed for seed in cfg.eval.seeds if not is_cached(run_dir(cfg, partition, seed), RUN_FILES, force)]
-    # the random-init evaluations first (short, needed by the pretrainings' evaluations), then the pretrainings:
+    prepared = {pool: pretrain_data(cfg, recordings, partition, pool) for pool in POOL_STAGES}
+    todo = [(pool, seed) for pool, stage in POOL_STAGES.items() for seed in cfg.eval.seeds
+            if not is_cached(run_dir(cfg, partition, seed, stage), RUN_FILES, force)]
+    # the random-init evaluations first (short, needed by the predictable runs' evaluations), then the pretrainings:
     # on 2 workers notebook 03's 3 seeds take ~1.6 job lengths instead of 2 (the random half of each evaluation
     # runs while the other worker trains)
-    jobs = [(_random_init_job, (cfg, seed, force)) for seed in todo] + [(_pretrain_job, (cfg, seed, force))
-                                                                        for seed in todo]
+    jobs = ([(_random_init_job, (cfg, seed, force, pool)) for pool, seed in todo if _pool_run_args(pool)["evaluate"]]
+            + [(_pretrain_job, (cfg, seed, force, pool)) for pool, seed in todo])
     if prefill(cfg, jobs, "pretraining seeds", progress) > 1:
         force = False  # the workers have just (re)computed them: read them back
-    runs = [pretrain_run(cfg, partition, vocab, data, seed, force, progress) for seed in cfg.eval.seeds]
-    summary = pd.DataFrame([_summary_row(r) for r in runs])
+    runs = {pool: [pretrain_run(cfg, partition, vocab, data, seed, force, progress, **_pool_run_args(pool))
+                   for seed in cfg.eval.seeds] for pool, (_, _, vocab, data) in prepared.items()}
+    summary = pd.DataFrame([_summary_row(r) for r in runs["predictable"]])
+    in_domain = pd.DataFrame([_summary_row(r) for r in runs["in_domain"]])
     if save:
-        save_table(summary, paths.results_dir(cfg.scale) / "pretraining_summary", table_header(
+        results = paths.results_dir(cfg.scale)
+        save_table(summary, results / "pretraining_summary", table_header(
             cfg, f"pretrain pool: {', '.join(filtering.short_name(l) for l in partition.predictable_lines)}; "
                  f"seeds {list(cfg.eval.seeds)}; probes: logistic regression on frozen Z_L, test split"))
-    return PretrainStage(runs, summary, pd.DataFrame(pools.summary(recordings)), len(vocab))
+        save_table(in_domain, results / "pretraining_in_domain", table_header(
+            cfg, f"positive control: pretrained on the downstream mice's own training windows; seeds "
+                 f"{list(cfg.eval.seeds)}; collapse monitor (held-out grating windows) at the last step vs step 0"))
+    pools, _, vocab, _ = prepared["predictable"]
+    return PretrainStage(runs["predictable"], summary, pd.DataFrame(pools.summary(recordings)), len(vocab),
+                         runs["in_domain"], in_domain)
 
 
 def _summary_row(run: PretrainRun) -> dict[str, Any]:

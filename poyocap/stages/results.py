@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -109,4 +109,24 @@ def _against_references(t: pd.DataFrame, task: str, col: str) -> list[str]:
         bar = t.loc[ref, f"{col}_mean"]
         above = [f"{n} {t.loc[n, f'{col}_mean']:.3f}" for n in deep if t.loc[n, f"{col}_mean"] >= bar]
         lines.append(f"{task}: {ref} {bar:.3f}; deep rows at or above it: {', '.join(above) if above else 'none'}")
+    return lines
+
+
+#: the main table's positive control and the row it is read against (same fine-tuning, no pretraining)
+POSITIVE_CONTROL = ("In-domain SSL (positive control)", "Scratch (downstream)")
+
+
+def paired_comparison(stages: Sequence[FinetuneStage], a: str, b: str) -> list[str]:
+    """``a`` against ``b`` on each task's headline metric, paired by seed: the mean difference, the seeds where
+    ``a`` is higher, and the paired t-test p (two-sided; NaN with fewer than 2 shared seeds)."""
+    lines = []
+    for stage in stages:
+        by = stage.per_seed.pivot_table(index="seed", columns="method", values=stage.metric)
+        if a not in by or b not in by:
+            continue
+        both = by[[a, b]].dropna()
+        diff = both[a] - both[b]
+        lines.append(f"{stage.task} {stage.label}: {a} - {b} = {diff.mean():+.3f} over seeds {list(both.index)} "
+                     f"({int((diff > 0).sum())} of {len(diff)} higher), paired t p = "
+                     f"{paired_t(both[a].to_numpy(), both[b].to_numpy()):.3f}")
     return lines
