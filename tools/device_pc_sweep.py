@@ -1,0 +1,89 @@
+"""Positive-control exploration on the device (pretraining issue): in-domain pretraining variants x seeds with the
+pretraining and the latent features on the GPU, the per-session probes (notebook 03's) on CPU, validation and test.
+GPU floats differ from the demo's CPU runs: for choosing what to confirm on CPU with ``tools/transfer_sweep.py``,
+never a reported result.
+
+    python3 tools/device_pc_sweep.py --seed 0 --variant base --variant optim.steps=900
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from poyocap.config import Config
+from poyocap.data.splits import make_pools
+from poyocap.evaluate import latent_features, per_session_probe_scores
+from poyocap.model.encoder import CalciumEncoder
+from poyocap.model.pretrain import TwinMaskedPretrainer
+from poyocap.repro import seed_everything
+from poyocap.stages.common import load_recordings
+from poyocap.stages.pretrain import pool_datasets, random_init_encoder, within_session_spread
+from poyocap.train import TrainSettings, train
+
+from decoder_sweep import demo_lines, parse
+
+
+def probes(encoder: CalciumEncoder, data: dict, device: str) -> pd.DataFrame:
+    """Per-session probe accuracies on the validation and test windows, one row per (probe, split, session)."""
+    rows = []
+    for probe in ("grating", "movie"):
+        tr = latent_features(encoder, data[f"probe_{probe}_train"], 256, device)
+        for split in ("val", "test"):
+            te = latent_features(encoder, data[f"probe_{probe}_{split}"], 256, device)
+            rows += [{"probe": probe, "split": split, "session": s, "acc": a, "n": n}
+                     for s, (a, n) in per_session_probe_scores(tr, te).items()]
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--variant", action="append", default=[])
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--csv", default="")
+    ap.add_argument("--scale", default="demo")
+    args = ap.parse_args()
+    base = Config.for_scale(args.scale)
+    recs = load_recordings(base, progress=False)
+    pools = make_pools(recs, demo_lines(recs))
+    down = [r for r in recs if r.session_id in pools.downstream]
+    random_scores = None
+    for variant in args.variant or ["base"]:
+        over: dict[str, Any] = parse(variant)
+        optim = dict(over.pop("optim", {}))
+        cfg = base.with_overrides(**over) if over else base
+        vocab, data = pool_datasets(cfg, down)
+        if random_scores is None:  # the random-init encoder of this seed (same for every variant)
+            random_scores = probes(random_init_encoder(cfg, len(vocab), args.seed), data, args.device)
+        seed_everything(args.seed)
+        objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
+        t0 = time.perf_counter()
+        res = train(objective, data["train"], dataclasses.replace(cfg.pretrain.optim, **optim), TrainSettings(),
+                    seed=args.seed, device=args.device, progress=False)
+        enc = res.objective.encoder
+        spread = within_session_spread(latent_features(enc, data["probe_grating_test"], 256, args.device))
+        rand_spread = within_session_spread(latent_features(random_init_encoder(cfg, len(vocab), args.seed),
+                                                            data["probe_grating_test"], 256, args.device))
+        both = probes(enc, data, args.device).merge(random_scores, on=["probe", "split", "session", "n"],
+                                                     suffixes=("_pre", "_rand"))
+        parts = []
+        for (split, probe), g in both.groupby(["split", "probe"], sort=False):
+            w = [float(np.average(g[f"acc_{k}"], weights=g.n)) for k in ("pre", "rand")]
+            d = g.acc_pre - g.acc_rand
+            parts.append(f"{split} {probe} {w[0]:.3f} vs {w[1]:.3f} ({int((d > 0).sum())}/{int((d < 0).sum())})")
+        print(f"{variant:50s} seed {args.seed} {time.perf_counter() - t0:4.0f}s within-std "
+              f"{spread[0] / rand_spread[0]:.2f} rank {spread[1] / rand_spread[1]:.2f} | " + "; ".join(parts),
+              flush=True)
+        if args.csv:
+            both.assign(variant=variant, seed=args.seed).to_csv(args.csv, mode="a", index=False,
+                                                                header=not __import__("os").path.exists(args.csv))
+
+
+if __name__ == "__main__":
+    main()
