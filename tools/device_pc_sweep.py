@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from poyocap.config import Config
 from poyocap.data.splits import make_pools

@@ -1,10 +1,14 @@
 """Diagnostic for the pretraining issue: the linear probes of notebook 03 (per-session logistic regression, movie time
 in 10 bins and grating direction) on the raw dF/F of the same windows, beside the random-init encoder's latents -
 how much of the linearly decodable information the encoder's latents keep at init. Pool: the downstream mice (the
-positive control's pool). Demo, CPU, one thread.
+positive control's pool). Demo, CPU, one thread. ``--nonlinear``: also a per-session MLP probe (one hidden layer,
+early stopping on 10 % of the probe's training windows) on the raw dF/F - is there movie-time information a linear
+probe cannot read, that a pretraining could make linear?
 
-    .venv/bin/python tools/probe_ceiling.py
+    .venv/bin/python tools/probe_ceiling.py [--nonlinear] [--probes movie,grating]
 """
+import argparse
+
 import numpy as np
 import torch
 from poyocap.config import Config
@@ -38,19 +42,45 @@ def raw_features(ds, n_units: int, halves: int = 2) -> dict[str, np.ndarray]:  #
             "session": np.asarray(ds.table.session)}
 
 
+def mlp_probe(train: dict[str, np.ndarray], test: dict[str, np.ndarray], seed: int = 0) -> float:
+    """Per-session MLP probe (standardised features, 256 hidden units), test accuracy weighted by test windows."""
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    correct, total = 0, 0
+    for s in np.unique(test["session"]):
+        tr, te = train["session"] == s, test["session"] == s
+        clf = make_pipeline(StandardScaler(), MLPClassifier((256,), alpha=1e-2, early_stopping=True, max_iter=500,
+                                                            random_state=seed))
+        clf.fit(train["features"][tr], train["direction"][tr])
+        correct += int((clf.predict(test["features"][te]) == test["direction"][te]).sum())
+        total += int(te.sum())
+    return correct / total
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--nonlinear", action="store_true")
+    ap.add_argument("--probes", default="movie,grating")
+    ap.add_argument("--random-init", action=argparse.BooleanOptionalAction, default=True)
+    args = ap.parse_args()
     cfg = Config.for_scale("demo")
     recs = load_recordings(cfg, progress=False)
     pools = make_pools(recs, demo_lines(recs))
     down = [r for r in recs if r.session_id in pools.downstream]
     vocab, data = pool_datasets(cfg, down)
     with run_threads(cfg):
-        for probe in ("movie", "grating"):
+        for probe in args.probes.split(","):
             tr, te = data[f"probe_{probe}_train"], data[f"probe_{probe}_test"]
             for halves in (1, 2):
-                a = per_session_probe(raw_features(tr, len(vocab), halves), raw_features(te, len(vocab), halves))
+                raw_tr, raw_te = raw_features(tr, len(vocab), halves), raw_features(te, len(vocab), halves)
+                a = per_session_probe(raw_tr, raw_te)
                 print(f"{probe}: raw dF/F, {halves} time bin(s) per window: {a:.3f}", flush=True)
-            for seed in (0, 1, 2):
+                if args.nonlinear:
+                    print(f"{probe}: raw dF/F, {halves} time bin(s) per window, MLP probe: "
+                          f"{mlp_probe(raw_tr, raw_te):.3f}", flush=True)
+            for seed in (0, 1, 2) if args.random_init else ():
                 seed_everything(seed)
                 enc = CalciumEncoder(cfg.encoder, len(vocab))
                 a = per_session_probe(latent_features(enc, tr), latent_features(enc, te))

@@ -103,6 +103,69 @@ def paired_probe_lines(pretrained: pd.DataFrame, random: pd.DataFrame) -> tuple[
     return both, lines
 
 
+def add_movie_time_ce(objective: TwinMaskedPretrainer, train_ds, recs: list, n_frames: int, lag_s: float,
+                      weight: float) -> None:  # noqa: ANN001
+    """A *supervised* control of the code path: label each pretraining window showing the movie with the movie-time
+    bin (10 bins, the movie probe's target) of the frame ``lag_s`` before its end, and add ``weight`` x a
+    cross-entropy on a linear head over the online latents, as the grating CE does for direction. If even this does
+    not move the movie probe, the probe (or the data) cannot show what a pretraining learns."""
+    tab = train_ds.table
+    labels = np.full(len(tab.t0), -1, np.int64)
+    for i, (s, t1) in enumerate(zip(tab.session, tab.t1)):
+        rec = recs[int(s)]
+        f = int(rec.movie_frames[max(0, int(t1) - 1 - int(round(lag_s * rec.sampling_rate_hz)))])
+        labels[i] = f * 10 // max(n_frames, 1) if f >= 0 else -1
+    tab.frame = labels
+    d = objective.encoder.cfg.dim
+    objective.movie_head = torch.nn.Sequential(torch.nn.LayerNorm(d), torch.nn.Linear(d, 10))
+    plain = type(objective).forward
+
+    def forward(batch):  # noqa: ANN001, ANN202
+        loss, metrics = plain(objective, batch)
+        lab = batch["frame"] >= 0
+        if lab.any():
+            z = objective.encoder(batch)[1]  # the whole window's latents, as the grating head sees them
+            ce = torch.nn.functional.cross_entropy(objective.movie_head(z[lab].mean(1)).float(), batch["frame"][lab])
+            loss = loss + weight * ce
+            metrics["movie_ce"] = float(ce.detach())
+        return loss, metrics
+
+    objective.forward = forward
+    print(f"movie-time CE x {weight} on {int((labels >= 0).sum())} of {len(labels)} training windows", flush=True)
+
+
+def add_token_forecast(objective: TwinMaskedPretrainer, n_units: int, window_s: float, weight: float) -> None:
+    """A *data-space* self-supervised term (an experiment beside the paper's latent-space one): from the online
+    branch's latents (past tokens only, as for the latent loss), a linear per-unit read-out predicts each unit's mean
+    z-scored dF/F in every masked latent step; ``weight`` x its L1 is added to the loss. No label is used."""
+    cfg, d = objective.encoder.cfg, objective.encoder.cfg.dim
+    objective.forecast_proj = torch.nn.Linear(d, d)
+    objective.forecast_units = torch.nn.Embedding(n_units, d + 1)  # per-unit read-out weights and bias
+    torch.nn.init.normal_(objective.forecast_units.weight, std=d ** -0.5)
+    plain = type(objective).forward
+
+    def forward(batch):  # noqa: ANN001, ANN202
+        loss, metrics = plain(objective, batch)
+        z = objective.encoder(objective.online_batch(batch, window_s))[1]  # (B, L, D)
+        b, n_lat, _ = z.shape
+        steps = z.view(b, -1, cfg.latents_per_step, d).mean(2)  # (B, S, D)
+        n_steps = steps.shape[1]
+        step_of_frame = (batch["times"] / cfg.latent_step_s).long().clamp(max=n_steps - 1)  # (B, T)
+        onehot = torch.nn.functional.one_hot(step_of_frame, n_steps).float()  # (B, T, S)
+        m = batch["mask"].float()  # (B, T, U)
+        count = torch.einsum("bts,btu->bsu", onehot, m)
+        target = torch.einsum("bts,btu->bsu", onehot, batch["values"] * m) / count.clamp(min=1)
+        w = objective.forecast_units(batch["unit_index"])  # (B, U, D + 1)
+        pred = torch.einsum("bsd,bud->bsu", objective.forecast_proj(steps), w[..., :d]) + w[..., None, :, d]
+        future = torch.arange(n_steps, device=z.device) >= round((1 - objective.cfg.mask_ratio) * n_steps)
+        keep = (count > 0) & future[None, :, None]
+        err = (pred - target).abs()[keep].mean()
+        metrics["forecast_l1"] = float(err.detach())
+        return loss + weight * err, metrics
+
+    objective.forward = forward
+
+
 def real_interneuron_counts(cell_count_scale: float) -> None:
     """Scale the inhibitory lines' ROI counts by 1 / ``cell_count_scale`` in the generator's table, so a session plan
     at that scale draws their full ABO counts. The plan's random draws (and so every other session) are unchanged."""
@@ -131,6 +194,10 @@ def main() -> None:
     ap.add_argument("--save-encoder", type=Path, default=None,
                     help="also keep each variant's pretrained encoder here (<variant>-seed<S>.pt), e.g. for re-probing")
     ap.add_argument("--eval-every", type=int, default=100, help="fine-tuning: validation every this many steps")
+    ap.add_argument("--movie-ce", type=float, default=0.0,
+                    help="supervised control: add this weight x a movie-time cross-entropy to the pretraining")
+    ap.add_argument("--token-forecast", type=float, default=0.0,
+                    help="experiment: add this weight x an L1 forecast of the masked steps' dF/F (data space)")
     ap.add_argument("--probe-csv", type=Path, default=None,
                     help="append the per-session probes (pretrained and random init, val and test) to this CSV")
     args = ap.parse_args()
@@ -153,6 +220,11 @@ def main() -> None:
         vocab, data = pool_datasets(cfg, pool)
         seed_everything(args.seed)
         objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
+        if args.movie_ce:
+            add_movie_time_ce(objective, data["train"], pool, cfg.data.movie_frames, cfg.data.movie_lag_s,
+                              args.movie_ce)
+        if args.token_forecast:
+            add_token_forecast(objective, len(vocab), cfg.data.pretrain_window_s, args.token_forecast)
         t0 = time.perf_counter()
         res = train(objective, data["train"], dataclasses.replace(cfg.pretrain.optim, **optim), TrainSettings(),
                     seed=args.seed, device=args.device, progress=False)
