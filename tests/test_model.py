@@ -32,8 +32,10 @@ def make_batch(b=4, n_t=30, n_u=6, vocab=40, seed=0, pad_units=True):
     }
 
 
-@pytest.mark.parametrize("cross_dim_head", [0, 8, 24])
-def test_grid_attention_equals_naive_tokens_and_ignores_padding(cross_dim_head):
+@pytest.mark.parametrize("cross_dim_head,shared_times", [(0, True), (8, True), (24, True), (0, False)])
+def test_grid_attention_equals_naive_tokens_and_ignores_padding(cross_dim_head, shared_times):
+    """shared_times: every window has the same frame times (the grid path computes its rotary angles once for the
+    batch); otherwise one window's frames are shifted (angles per window)."""
     torch.manual_seed(0)
     enc = CalciumEncoder(replace(ENC, cross_dim_head=cross_dim_head), 40).double().eval()
     if cross_dim_head:  # heads x cross_dim_head wide, whatever the model width
@@ -41,6 +43,8 @@ def test_grid_attention_equals_naive_tokens_and_ignores_padding(cross_dim_head):
     batch = make_batch()
     batch["values"] = batch["values"].double()
     batch["times"] = batch["times"].double()
+    if not shared_times:
+        batch["times"][1] += 0.01
     z1, lat_t = enc.encode(batch)
     z1_ref, _ = enc.encode(batch, reference=True)
     assert z1.shape == (4, 8, 32) and lat_t.shape == (4, 8)

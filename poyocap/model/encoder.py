@@ -115,8 +115,11 @@ class TokenCrossAttention(nn.Module):
         # Rotary acts on the first r dims of each head only. For those: q_l . rot(s_t) k == rot(tau_l - s_t) q_l . k,
         # which depends on the frame t; the other e - r dims do not, so they are computed once per (l, u).
         r = rot.rotate_dim
-        ang = (lat_t[:, :, None] - frame_t[:, None, :]).to(rot.omega.dtype)[..., None] * rot.omega  # (B, L, T, r/2)
-        ang = torch.cat([ang, ang], dim=-1)[:, None]  # (B, 1, L, T, r)
+        rel = lat_t[:, :, None] - frame_t[:, None, :]  # (B, L, T)
+        if b > 1 and not rel.is_cuda and bool((rel == rel[:1]).all()):  # equal-length windows: one set of angles
+            rel = rel[:1]
+        ang = rel.to(rot.omega.dtype)[..., None] * rot.omega  # (B or 1, L, T, r/2)
+        ang = torch.cat([ang, ang], dim=-1)[:, None]  # (B or 1, 1, L, T, r)
         cos, sin = ang.cos(), ang.sin()
         qt = rotate(q[..., None, :r].expand(b, h, n_lat, v.shape[1], r), cos, sin)  # (B, H, L, T, r)
         qp = q[..., r:]  # (B, H, L, e - r)
@@ -126,7 +129,7 @@ class TokenCrossAttention(nn.Module):
         q_kq = torch.einsum("bhltr,bhur->bhltu", qt, kq[..., :r]) + torch.einsum(
             "bhlp,bhup->bhlu", qp, kq[..., r:])[:, :, :, None]  # (B, H, L, T, U)
         logits = (inv[:, None, None] * (v[:, None, None] * q_kp[..., None] + q_kq) + q_kb[..., None]) * scale
-        logits = logits.masked_fill(~mask[:, None, None], float("-inf"))
+        logits.masked_fill_(~mask[:, None, None], float("-inf"))  # in place: no second (B, H, L, T, U) tensor
         n_t, n_u = v.shape[1], v.shape[2]
         p = logits.view(b, h, n_lat, n_t * n_u).softmax(-1).view(b, h, n_lat, n_t, n_u)
         pi = p * inv[:, None, None]
