@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from poyocap.config import Config
 from poyocap.data.splits import make_pools
-from poyocap.evaluate import latent_features, per_session_probe_scores
+from poyocap.evaluate import latent_features
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
 from poyocap.repro import seed_everything
@@ -26,18 +26,7 @@ from poyocap.stages.pretrain import pool_datasets, random_init_encoder, within_s
 from poyocap.train import TrainSettings, train
 
 from decoder_sweep import demo_lines, parse
-
-
-def probes(encoder: CalciumEncoder, data: dict, device: str) -> pd.DataFrame:
-    """Per-session probe accuracies on the validation and test windows, one row per (probe, split, session)."""
-    rows = []
-    for probe in ("grating", "movie"):
-        tr = latent_features(encoder, data[f"probe_{probe}_train"], 256, device)
-        for split in ("val", "test"):
-            te = latent_features(encoder, data[f"probe_{probe}_{split}"], 256, device)
-            rows += [{"probe": probe, "split": split, "session": s, "acc": a, "n": n}
-                     for s, (a, n) in per_session_probe_scores(tr, te).items()]
-    return pd.DataFrame(rows)
+from transfer_sweep import session_probes
 
 
 def main() -> None:
@@ -59,7 +48,10 @@ def main() -> None:
         cfg = base.with_overrides(**over) if over else base
         vocab, data = pool_datasets(cfg, down)
         if random_scores is None:  # the random-init encoder of this seed (same for every variant)
-            random_scores = probes(random_init_encoder(cfg, len(vocab), args.seed), data, args.device)
+            random_enc = random_init_encoder(cfg, len(vocab), args.seed)
+            random_scores = session_probes(random_enc, data, args.device, 256)
+            rand_spread = within_session_spread(latent_features(random_enc, data["probe_grating_test"], 256,
+                                                                args.device))
         seed_everything(args.seed)
         objective = TwinMaskedPretrainer(CalciumEncoder(cfg.encoder, len(vocab)), cfg.pretrain)
         t0 = time.perf_counter()
@@ -67,10 +59,8 @@ def main() -> None:
                     seed=args.seed, device=args.device, progress=False)
         enc = res.objective.encoder
         spread = within_session_spread(latent_features(enc, data["probe_grating_test"], 256, args.device))
-        rand_spread = within_session_spread(latent_features(random_init_encoder(cfg, len(vocab), args.seed),
-                                                            data["probe_grating_test"], 256, args.device))
-        both = probes(enc, data, args.device).merge(random_scores, on=["probe", "split", "session", "n"],
-                                                     suffixes=("_pre", "_rand"))
+        both = session_probes(enc, data, args.device, 256).merge(random_scores, on=["probe", "split", "session", "n"],
+                                                                   suffixes=("_pre", "_rand"))
         parts = []
         for (split, probe), g in both.groupby(["split", "probe"], sort=False):
             w = [float(np.average(g[f"acc_{k}"], weights=g.n)) for k in ("pre", "rand")]
@@ -81,7 +71,7 @@ def main() -> None:
               flush=True)
         if args.csv:
             both.assign(variant=variant, seed=args.seed).to_csv(args.csv, mode="a", index=False,
-                                                                header=not __import__("os").path.exists(args.csv))
+                                                                header=not os.path.exists(args.csv))
 
 
 if __name__ == "__main__":

@@ -74,15 +74,17 @@ def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, enc
     return " ".join(f"{int(s)}:{v:.3f}" for s, v in zip(ev.step, ev.val_score))
 
 
-def session_probes(encoder: CalciumEncoder, data: dict) -> pd.DataFrame:
+def session_probes(encoder: CalciumEncoder, data: dict, device: str = "cpu", batch_size: int = 64) -> pd.DataFrame:
     """Notebook 03's linear probes per session, trained on the probe training windows and scored on the VALIDATION
     windows (what a choice between objectives may look at) and on the test windows (the reported result): one row per
-    (probe, split, session) with its accuracy and number of scored windows."""
+    (probe, split, session) with its accuracy and number of scored windows. ``device`` / ``batch_size``: where and
+    in what batches the latent features are computed (the probes run on CPU)."""
     rows = []
     for probe in ("grating", "movie"):
-        train_features = latent_features(encoder, data[f"probe_{probe}_train"])
+        train_features = latent_features(encoder, data[f"probe_{probe}_train"], batch_size, device)
         for split in ("val", "test"):
-            scores = per_session_probe_scores(train_features, latent_features(encoder, data[f"probe_{probe}_{split}"]))
+            test_features = latent_features(encoder, data[f"probe_{probe}_{split}"], batch_size, device)
+            scores = per_session_probe_scores(train_features, test_features)
             rows += [{"probe": probe, "split": split, "session": s, "acc": a, "n": n} for s, (a, n) in scores.items()]
     return pd.DataFrame(rows)
 

@@ -22,6 +22,7 @@ from .attention import FeedForward, RotaryCrossAttention, RotaryTime
 #: memory layout of the movie U-Net's feature maps (:attr:`MovieUNet.layout`; speed only)
 Layout = Literal["mixed", "channels_last", "contiguous"]
 
+
 class QueryReadout(nn.Module):
     """Output queries at times ``query_t (B, Q)`` attend to latents ``z (B, L, D)`` at ``lat_t (B, L)`` -> (B, Q, D).
 
