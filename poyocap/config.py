@@ -192,7 +192,7 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     mask_ratio: float = 0.5
     mask_mode: Literal["causal", "random", "channel"] = "causal"  # last 50% by time | random | authors' code
-    recon_loss: Literal["l1", "mse"] = "l1"  # paper | authors' code
+    recon_loss: Literal["l1", "mse", "infonce"] = "l1"  # paper | authors' code | contrastive (beyond the paper)
     ce_weight: float = 0.01  # 0 = "masking only"
     # Demo defaults: EMA target + token-level causal masking + per-window centring (beyond the paper, docs/pretraining.md:
     # the only setting that kept eval-mode std and effective rank >= 50 % of init on every seed). Paper preset:

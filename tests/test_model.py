@@ -9,8 +9,8 @@ import torch
 
 from poyocap.config import EncoderConfig, OptimConfig, PretrainConfig
 from poyocap.model.encoder import CalciumEncoder
-from poyocap.model.pretrain import (TwinMaskedPretrainer, causal_mask, copy_last_baseline, drop_units, latent_std,
-                                    past_tokens, random_mask)
+from poyocap.model.pretrain import (TwinMaskedPretrainer, causal_mask, copy_last_baseline, drop_units, info_nce,
+                                    latent_std, past_tokens, random_mask)
 from poyocap.train import TrainSettings, epoch_batches, train
 
 ENC = EncoderConfig(dim=32, depth=2, cross_heads=2, self_heads=4, latents_per_step=2, latent_step_s=0.25,
@@ -268,7 +268,17 @@ def test_token_masking_needs_causal_masking():
         PretrainConfig(mask_level="token", mask_mode="random")
 
 
-@pytest.mark.parametrize("over", [{"predictor": True}, {"normalize_target": True}, {"mask_level": "token"}])
+def test_info_nce_rewards_each_prediction_picking_its_own_target():
+    torch.manual_seed(0)
+    target = torch.randn(64, 16)
+    own = info_nce(target + 0.01 * torch.randn(64, 16), target)
+    shuffled = info_nce(target[torch.randperm(64)], target)
+    assert float(own) < 0.05 < float(torch.log(torch.tensor(64.0))) - 1 < float(shuffled)
+    assert torch.allclose(info_nce(3.0 * target, target), own, atol=0.05)  # cosine: the prediction's scale is free
+
+
+@pytest.mark.parametrize("over", [{"predictor": True}, {"normalize_target": True}, {"mask_level": "token"},
+                                  {"recon_loss": "infonce"}])
 def test_pretraining_options_train(over):
     recon, _, _ = _fit_fixed_batch(PretrainConfig(target="ema", **over))
     assert recon[-1] < recon[0]

@@ -6,7 +6,8 @@ import torch
 
 from poyocap.config import Config
 from poyocap.data.windows import WindowTable
-from poyocap.stages.common import artifact_dir, keep_evenly, keep_every, subsample
+from poyocap.data import synthetic
+from poyocap.stages.common import artifact_dir, keep_evenly, keep_every, subsample, table_header
 from poyocap.tasks import GratingTask, MovieTask, get_task
 
 
@@ -50,6 +51,11 @@ def test_artifact_dir_changes_with_inputs_only(tmp_path, monkeypatch):
     assert a == artifact_dir(cfg.with_overrides(eval={"seeds": (5, 6)}), "x", ("data", "encoder"), 1, "-seed0",
                              lines=["A"])  # a section the stage does not read
     assert a.parent == tmp_path / "artifacts" / "smoke" / "x" and a.name.endswith("-seed0")
+    no_data = artifact_dir(cfg, "x", ("encoder",), 1, "-seed0")
+    monkeypatch.setattr(synthetic, "SYNTHETIC_VERSION", synthetic.SYNTHETIC_VERSION + 1)  # a new generator ...
+    assert a != artifact_dir(cfg, "x", ("data", "encoder"), 1, "-seed0", lines=["A"])  # ... never reuses old runs
+    assert no_data == artifact_dir(cfg, "x", ("encoder",), 1, "-seed0")  # (a stage that reads no data keeps its own)
+    assert f"v{synthetic.SYNTHETIC_VERSION} (SYNTHETIC DATA)" in table_header(cfg)[0]
 
 
 def test_grating_task_scores_argmax_against_labels():

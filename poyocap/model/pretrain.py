@@ -16,7 +16,9 @@ Options (the ablations need them): ``mask_mode="random"`` (same ratio, random po
 ``centre_per_window`` (prediction and target compared after removing their mean over the window's masked latents),
 ``unit_mask_ratio`` (token masking only; the demo's default 0.5: in training the online branch also loses a random
 share of each window's units, so the masked future must be predicted from the other units' past - a neuron mask
-beside the temporal one; held-out evaluation keeps every unit).
+beside the temporal one; held-out evaluation keeps every unit), ``recon_loss="infonce"`` (a contrastive, CPC-style
+form of the masked prediction: :func:`info_nce`; an experiment, docs/pretraining.md), ``ema_decay=1`` (a frozen
+random target, never updated).
 The authors' released code differs from the paper's text; ``mask_mode="channel"`` with ``recon_loss="mse"``
 and ``ce_weight=1`` reproduces it: one random latent *channel* is zeroed in every latent and all latents are
 regressed with MSE, with an unweighted CE.
@@ -36,6 +38,7 @@ from ..train import ObjectiveBase
 from .encoder import CalciumEncoder
 
 N_DIRECTIONS = len(GRATING_DIRECTIONS)
+INFONCE_TEMPERATURE = 0.1  # recon_loss="infonce" (SimCLR / CPC's usual range 0.07-0.2)
 
 
 def causal_mask(lat_t: Tensor, window_s: float, ratio: float) -> Tensor:
@@ -65,6 +68,14 @@ def effective_rank(z: Tensor) -> float:
 def latent_std(z: Tensor) -> Tensor:
     """Collapse monitor: per-dimension std of latents over batch and positions, averaged over dims."""
     return z.detach().float().reshape(-1, z.shape[-1]).std(dim=0).mean()
+
+
+def info_nce(pred: Tensor, target: Tensor, temperature: float = INFONCE_TEMPERATURE) -> Tensor:
+    """Contrastive (CPC-style) form of the masked prediction: each predicted latent must pick its own target among
+    every masked latent of the batch (the other positions of its window and every other window's).
+    ``pred, target (N, D)``, compared by cosine similarity / ``temperature`` -> scalar cross-entropy."""
+    logits = F.normalize(pred, dim=-1) @ F.normalize(target, dim=-1).T / temperature  # (N, N)
+    return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
 
 
 def past_tokens(batch: dict[str, Tensor], window_s: float, ratio: float) -> dict[str, Tensor]:
@@ -182,7 +193,10 @@ class TwinMaskedPretrainer(ObjectiveBase):
         m = v["mask"]
         pred, tgt = self.prediction_and_target(v)
         pred, tgt = pred[m], tgt[m]
-        rec = F.l1_loss(pred, tgt) if self.cfg.recon_loss == "l1" else F.mse_loss(pred, tgt)
+        if self.cfg.recon_loss == "infonce":
+            rec = info_nce(pred, tgt)
+        else:
+            rec = F.l1_loss(pred, tgt) if self.cfg.recon_loss == "l1" else F.mse_loss(pred, tgt)
         labelled = batch["direction"] >= 0
         metrics = {"recon": float(rec.detach()), "std_zl": float(latent_std(v["z_l"]))}
         loss = rec

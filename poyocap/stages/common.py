@@ -16,6 +16,7 @@ import numpy as np
 from .. import paths
 from ..config import Config, parse_seeds, stable_digest
 from ..data.recording import Recording
+from ..data import synthetic
 from ..data.windows import WindowDataset
 
 log = logging.getLogger("poyocap")
@@ -51,9 +52,15 @@ def setup_notebook(scale: str = "demo", source: str | None = None, seeds: str | 
     return cfg
 
 
+def data_version(cfg: Config) -> dict[str, int]:
+    """What the config cannot say about the data: the synthetic generator's version (``{}`` for Allen data, a fixed
+    release). Artifact directories and table headers carry it, so a changed generator never reuses old runs."""
+    return {"synthetic_version": synthetic.SYNTHETIC_VERSION} if cfg.data.source == "synthetic" else {}
+
+
 def source_label(cfg: Config) -> str:
-    """How tables name their data: ``synthetic observatory (SYNTHETIC DATA)`` or ``Allen Brain Observatory``."""
-    return ("synthetic observatory (SYNTHETIC DATA)" if cfg.data.source == "synthetic"
+    """How tables name their data: ``synthetic observatory v<N> (SYNTHETIC DATA)`` or ``Allen Brain Observatory``."""
+    return (f"synthetic observatory v{synthetic.SYNTHETIC_VERSION} (SYNTHETIC DATA)" if cfg.data.source == "synthetic"
             else "Allen Brain Observatory (real data)")
 
 
@@ -89,10 +96,13 @@ def load_recordings(cfg: Config, progress: bool = True) -> list[Recording]:
 
 def artifact_dir(cfg: Config, stage: str, sections: Sequence[str], version: int, name: str,
                  **extra: Any) -> Path:
-    """``artifacts/<scale>/<stage>/<digest><name>``: the digest covers the named config sections, the stage's
-    artifact ``version`` and ``extra`` (e.g. the predictable lines), so a changed input gets a new directory."""
+    """``artifacts/<scale>/<stage>/<digest><name>``: the digest covers the named config sections (with ``"data"``,
+    also :func:`data_version`), the stage's artifact ``version`` and ``extra`` (e.g. the predictable lines), so a
+    changed input gets a new directory."""
     d = cfg.to_dict()
     payload = {k: d[k] for k in sections} | {"version": version} | extra
+    if "data" in sections:
+        payload |= data_version(cfg)
     return paths.artifacts_dir(cfg.scale, stage) / f"{stable_digest(payload)}{name}"
 
 
