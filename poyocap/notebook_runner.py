@@ -59,6 +59,24 @@ def failing_cell(nb_path: Path) -> str:
     return "(no cell error recorded)"
 
 
+def stabilise(nb_path: Path) -> None:
+    """Rewrite an executed notebook without what changes on every run of identical code: papermill's timestamps and
+    durations, the kernel's execution timestamps, and the injected-parameters cell's random id (every cell gets
+    ``cell<index>``). Outputs are kept as they are (progress bars included)."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    volatile = ("start_time", "end_time", "duration")
+    for key in volatile:
+        nb.metadata.get("papermill", {}).pop(key, None)
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell{i:03d}"
+        cell.metadata.pop("execution", None)
+        for key in volatile:
+            cell.metadata.get("papermill", {}).pop(key, None)
+    nbformat.write(nb, nb_path)
+
+
 def run(scale: str, source: str | None, seeds: str | None, only: list[str] | None,
         partition: str | None = None, extended: bool = False) -> int:
     import jupytext
@@ -105,6 +123,7 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
             if not isinstance(err, papermill.PapermillExecutionError):
                 print(f"[run_all] {type(err).__name__}: {err}", file=sys.stderr)
             return 1
+        stabilise(partial)
         os.replace(partial, out)
         print(f"[run_all] {src.name} done in {time.perf_counter() - t0:.1f} s -> {out.relative_to(root)}",
               flush=True)

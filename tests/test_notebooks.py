@@ -41,6 +41,21 @@ def test_failed_run_leaves_the_executed_notebook_alone(tmp_path, monkeypatch, ca
     assert "ValueError: boom" in capsys.readouterr().err
 
 
+def test_executed_notebooks_are_byte_stable(tmp_path, monkeypatch):
+    """Two runs of the same notebook write the same bytes (no timestamps, durations or random cell ids)."""
+    (tmp_path / "notebooks").mkdir()
+    header = (repo_root() / "notebooks" / "00_setup.py").read_text().split("# %%")[0]
+    (tmp_path / "notebooks" / "00_ok.py").write_text(
+        header + "# %% tags=[\"parameters\"]\nscale = 'demo'\n\n# %%\nprint(scale * 2)\n")
+    monkeypatch.setattr(notebook_runner, "repo_root", lambda: tmp_path)
+    executed = tmp_path / "notebooks" / "executed" / "smoke" / "00_ok.ipynb"
+    runs = []
+    for _ in range(2):
+        assert notebook_runner.run("smoke", None, None, None) == 0
+        runs.append(executed.read_bytes())
+    assert runs[0] == runs[1] and b"smokesmoke" in runs[0] and b"end_time" not in runs[0]
+
+
 def test_only_parsing():
     assert notebook_runner.parse_only("1,02") == ["01", "02"]
     assert notebook_runner.parse_only("1,") == ["01"]  # a trailing comma is not notebook 00
