@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from poyocap import filtering, paths, stages
+from poyocap.data import synthetic
 from poyocap.data.validate import neuron_moments
 
 
@@ -118,6 +119,12 @@ def test_filtering_stage_on_smoke(smoke_cfg, smoke_recordings):
     p = result.partition
     assert p.predictable_lines and p.unpredictable_lines and p.source == "synthetic"
     assert stages.load_partition(smoke_cfg) == p
+    with pytest.MonkeyPatch.context() as mp:  # a new generator version: the saved partition is stale
+        mp.setattr(synthetic, "SYNTHETIC_VERSION", synthetic.SYNTHETIC_VERSION + 1)
+        with pytest.raises(ValueError, match="rerun notebook 02"):
+            stages.load_partition(smoke_cfg)
+    with pytest.raises(ValueError, match="data differs"):  # ... or another data config
+        stages.load_partition(smoke_cfg.with_overrides(data={"cell_count_scale": 0.5}))
     assert set(result.lines["cre_line"]) == {r.cre_line for r in smoke_recordings}
     assert (result.bootstrap["p_predictable"].between(0, 1)).all()
     header = (paths.results_dir("smoke") / "filtering_thresholds.md").read_text()

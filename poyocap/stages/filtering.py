@@ -13,7 +13,7 @@ from ..config import Config
 from ..data.recording import Recording
 from ..plotting import save_table
 from ..repro import seed_everything
-from .common import load_recordings, table_header
+from .common import data_version, load_recordings, table_header
 
 
 def partition_path(cfg: Config) -> Path:
@@ -22,9 +22,22 @@ def partition_path(cfg: Config) -> Path:
     return paths.artifacts_dir(cfg.scale, "filtering") / name
 
 
+def partition_provenance(cfg: Config) -> dict:
+    """What a saved Partition records of its input: the config and the data's version (``data_version``)."""
+    return cfg.to_dict() | {"data_version": data_version(cfg)}
+
+
 def load_partition(cfg: Config) -> filtering.Partition:
-    """The Partition written by notebook 02 for this config."""
-    return filtering.Partition.load(partition_path(cfg))
+    """The Partition written by notebook 02 for this config; a clear error when it was computed on other data (another
+    data config or synthetic generator version) - a stale partition would silently pick the wrong pools."""
+    path = partition_path(cfg)
+    partition = filtering.Partition.load(path)
+    saved, now = partition.config, partition_provenance(cfg)
+    for key in ("data", "data_version"):
+        if saved.get(key) != now[key]:
+            raise ValueError(f"{path}: computed on other data ({key} differs from this config's) - rerun notebook 02 "
+                             f"(./run_all.sh --scale {cfg.scale} --only 02)")
+    return partition
 
 
 @dataclass
@@ -49,7 +62,7 @@ def filtering_stage(cfg: Config, recordings: Sequence[Recording] | None = None,
     lines = filtering.line_table(neurons)
     partition = filtering.compute_partition(
         neurons, method=fc.partition, source=cfg.data.source, kurtosis_convention=fc.kurtosis_convention,
-        sensitivity=fc.knee_sensitivity, config=cfg.to_dict(),
+        sensitivity=fc.knee_sensitivity, config=partition_provenance(cfg),
     )
     boot = filtering.bootstrap_stability(neurons, fc.n_bootstrap, fc.knee_sensitivity, seed=cfg.seed,
                                          progress=progress)
