@@ -102,10 +102,7 @@ def run(scale: str, source: str | None, seeds: str | None, only: list[str] | Non
     total = time.perf_counter()
     for src in sources:
         ipynb = build / (src.stem + ".ipynb")
-        nb = jupytext.read(src)
-        for i, cell in enumerate(nb.cells):  # stable ids (jupytext makes random ones): diffs show real changes only
-            cell["id"] = f"cell{i:03d}"
-        jupytext.write(nb, ipynb)
+        jupytext.write(jupytext.read(src), ipynb)  # cell ids: stabilise() numbers them after the run
         out = out_dir / ipynb.name
         # papermill writes as it goes: execute into the build dir and move into place only on success, so a failed
         # run never overwrites the executed notebook that is there (committed smoke notebooks included)

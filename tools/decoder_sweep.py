@@ -35,6 +35,14 @@ def demo_lines(recordings: list) -> list[str]:
     return sorted({r.cre_line for r in recordings if r.cre_line.split("-")[0] in prefixes})
 
 
+def demo_pools(recordings: list) -> dict[str, list]:
+    """The demo's pools of ``recordings``: ``downstream`` (the fine-tuning mice; the positive control pretrains on
+    their training windows) and ``predictable`` (POYO-CAP's pretraining pool), in recording order."""
+    pools = make_pools(recordings, demo_lines(recordings))
+    return {name: [r for r in recordings if r.session_id in ids]
+            for name, ids in (("downstream", pools.downstream), ("predictable", pools.pretrain))}
+
+
 def parse(variant: str) -> dict[str, dict]:
     out: dict[str, dict] = {}
     if variant == "base":
@@ -75,9 +83,9 @@ def main() -> None:
         key = cfg.digest("data")
         if key not in loaded:
             recordings = load_recordings(cfg, progress=False)
-            pools = make_pools(recordings, demo_lines(recordings))
-            down = [r for r in recordings if r.session_id in pools.downstream][: args.sessions or None]
-            pre = [r for r in recordings if r.session_id in pools.pretrain] if args.pool == "all" else []
+            pools = demo_pools(recordings)
+            down = pools["downstream"][: args.sessions or None]
+            pre = pools["predictable"] if args.pool == "all" else []
             loaded[key] = (down, pre)
             print(f"downstream sessions {len(down)}, units {sum(r.n_units for r in down)}; training pool "
                   f"{len(pre + down)} sessions", flush=True)

@@ -13,10 +13,7 @@ import os
 import time
 from typing import Any
 
-import numpy as np
-
 from poyocap.config import Config
-from poyocap.data.splits import make_pools
 from poyocap.evaluate import latent_features
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.model.pretrain import TwinMaskedPretrainer
@@ -25,8 +22,8 @@ from poyocap.stages.common import load_recordings
 from poyocap.stages.pretrain import pool_datasets, random_init_encoder, within_session_spread
 from poyocap.train import TrainSettings, train
 
-from decoder_sweep import demo_lines, parse
-from transfer_sweep import session_probes
+from decoder_sweep import demo_pools, parse
+from transfer_sweep import session_probes, weighted_accuracy
 
 
 def main() -> None:
@@ -39,8 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     base = Config.for_scale(args.scale)
     recs = load_recordings(base, progress=False)
-    pools = make_pools(recs, demo_lines(recs))
-    down = [r for r in recs if r.session_id in pools.downstream]
+    down = demo_pools(recs)["downstream"]
     random_scores = None
     for variant in args.variant or ["base"]:
         over: dict[str, Any] = parse(variant)
@@ -63,7 +59,7 @@ def main() -> None:
                                                                    suffixes=("_pre", "_rand"))
         parts = []
         for (split, probe), g in both.groupby(["split", "probe"], sort=False):
-            w = [float(np.average(g[f"acc_{k}"], weights=g.n)) for k in ("pre", "rand")]
+            w = [weighted_accuracy(g, f"acc_{k}") for k in ("pre", "rand")]
             d = g.acc_pre - g.acc_rand
             parts.append(f"{split} {probe} {w[0]:.3f} vs {w[1]:.3f} ({int((d > 0).sum())}/{int((d < 0).sum())})")
         print(f"{variant:50s} seed {args.seed} {time.perf_counter() - t0:4.0f}s within-std "

@@ -12,7 +12,6 @@ import argparse
 import numpy as np
 import torch
 from poyocap.config import Config
-from poyocap.data.splits import make_pools
 from poyocap.evaluate import latent_features, per_session_probe
 from poyocap.model.encoder import CalciumEncoder
 from poyocap.parallel import run_threads
@@ -20,7 +19,7 @@ from poyocap.repro import seed_everything
 from poyocap.stages.common import load_recordings
 from poyocap.stages.pretrain import pool_datasets
 from poyocap.train import eval_batches
-from decoder_sweep import demo_lines
+from decoder_sweep import demo_pools
 
 
 def raw_features(ds, n_units: int, halves: int = 2) -> dict[str, np.ndarray]:  # noqa: ANN001
@@ -67,8 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     cfg = Config.for_scale("demo")
     recs = load_recordings(cfg, progress=False)
-    pools = make_pools(recs, demo_lines(recs))
-    down = [r for r in recs if r.session_id in pools.downstream]
+    down = demo_pools(recs)["downstream"]
     vocab, data = pool_datasets(cfg, down)
     with run_threads(cfg):
         for probe in args.probes.split(","):

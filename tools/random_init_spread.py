@@ -15,23 +15,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from poyocap.config import Config
-from poyocap.data.splits import make_pools
 from poyocap.stages.common import load_recordings
 from poyocap.stages.pretrain import pool_datasets, random_init_encoder
 
-from decoder_sweep import demo_lines
-from transfer_sweep import session_probes
+from decoder_sweep import demo_pools
+from transfer_sweep import session_probes, weighted_accuracy
 
 COLUMNS = [("val", "grating"), ("test", "grating"), ("val", "movie"), ("test", "movie")]
 
 
 def weighted(df: pd.DataFrame, acc: str) -> pd.Series:
     """Window-weighted accuracy per (split, probe): ``df`` has one row per (probe, split, session)."""
-    return pd.Series({key: np.average(g[acc], weights=g.n) for key, g in df.groupby(["split", "probe"])})
+    return pd.Series({key: weighted_accuracy(g, acc) for key, g in df.groupby(["split", "probe"])})
 
 
 def main() -> None:
@@ -45,9 +43,7 @@ def main() -> None:
         raise SystemExit("--inits must be >= 2 (a spread needs two encoders)")
     cfg = Config.for_scale("demo")
     recordings = load_recordings(cfg, progress=False)
-    pools = make_pools(recordings, demo_lines(recordings))
-    pool = [r for r in recordings if r.session_id in (pools.downstream if args.pool == "downstream" else pools.pretrain)]
-    vocab, data = pool_datasets(cfg, pool)
+    vocab, data = pool_datasets(cfg, demo_pools(recordings)[args.pool])
     header = "  ".join(f"{s} {p:7s}" for s, p in COLUMNS)
     print(f"random init (demo, SYNTHETIC DATA, {args.pool} pool); window-weighted probe accuracy\nseed  {header}")
     per_init = []

@@ -25,7 +25,6 @@ import torch
 from scipy import stats
 
 from poyocap.config import Config
-from poyocap.data.splits import make_pools
 from poyocap.data.windows import UnitVocab
 from poyocap.evaluate import latent_features, per_session_probe_scores
 from poyocap.finetune import load_pretrained
@@ -37,7 +36,7 @@ from poyocap.stages.pretrain import evaluate_pretraining, pool_datasets, random_
 from poyocap.tasks import get_task
 from poyocap.train import TrainSettings, train
 
-from decoder_sweep import demo_lines, parse
+from decoder_sweep import demo_pools, parse
 
 
 def finetune(cfg: Config, task_name: str, down: list, steps: int, seed: int, encoder_path: Path | None,
@@ -89,6 +88,12 @@ def session_probes(encoder: CalciumEncoder, data: dict, device: str = "cpu", bat
     return pd.DataFrame(rows)
 
 
+def weighted_accuracy(rows: pd.DataFrame, column: str) -> float:
+    """Accuracy over the sessions of ``rows`` (one per session) weighted by their scored windows ``n``: notebook 03's
+    number for one (split, probe)."""
+    return float(np.average(rows[column], weights=rows.n))
+
+
 def paired_probe_lines(pretrained: pd.DataFrame, random: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Pretrained vs random-init probes paired by session: the merged table and one line per (split, probe) with the
     window-weighted accuracies (notebook 03's numbers), sessions won, the mean per-session difference and a Wilcoxon
@@ -97,7 +102,7 @@ def paired_probe_lines(pretrained: pd.DataFrame, random: pd.DataFrame) -> tuple[
     both["diff"] = both.acc_pretrained - both.acc_random
     lines = []
     for (split, probe), g in both.groupby(["split", "probe"], sort=False):
-        weighted = [float(np.average(g[f"acc_{k}"], weights=g.n)) for k in ("pretrained", "random")]
+        weighted = [weighted_accuracy(g, f"acc_{k}") for k in ("pretrained", "random")]
         p = stats.wilcoxon(g["diff"]).pvalue if (g["diff"] != 0).any() else 1.0
         lines.append(f"{split:4s} {probe:7s} {weighted[0]:.3f} vs random {weighted[1]:.3f}; sessions won "
                      f"{int((g['diff'] > 0).sum())} / lost {int((g['diff'] < 0).sum())} of {len(g)}, mean difference "
@@ -208,9 +213,8 @@ def main() -> None:
     if args.real_interneuron_counts:
         real_interneuron_counts(base.data.cell_count_scale)
     recordings = load_recordings(base, progress=False)
-    pools = make_pools(recordings, demo_lines(recordings))
-    down = [r for r in recordings if r.session_id in pools.downstream]
-    pool = down if args.pool == "downstream" else [r for r in recordings if r.session_id in pools.pretrain]
+    pools = demo_pools(recordings)
+    down, pool = pools["downstream"], pools[args.pool]
     tasks = [t for t in args.tasks.split(",") if t]  # "" = probes only
     if args.scratch:
         for t in tasks:

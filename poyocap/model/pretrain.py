@@ -78,6 +78,10 @@ def info_nce(pred: Tensor, target: Tensor, temperature: float = INFONCE_TEMPERAT
     return F.cross_entropy(logits, torch.arange(len(pred), device=pred.device))
 
 
+#: ``PretrainConfig.recon_loss`` -> the loss between predicted and target masked latents ``(N, D)`` each
+RECON_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss, "infonce": info_nce}
+
+
 def past_tokens(batch: dict[str, Tensor], window_s: float, ratio: float) -> dict[str, Tensor]:
     """``batch`` with the tokens of the last ``ratio`` of the window removed (token mask False): frames at
     ``times >= (1 - ratio) * window_s``, the same cut :func:`causal_mask` applies to latents."""
@@ -193,10 +197,7 @@ class TwinMaskedPretrainer(ObjectiveBase):
         m = v["mask"]
         pred, tgt = self.prediction_and_target(v)
         pred, tgt = pred[m], tgt[m]
-        if self.cfg.recon_loss == "infonce":
-            rec = info_nce(pred, tgt)
-        else:
-            rec = F.l1_loss(pred, tgt) if self.cfg.recon_loss == "l1" else F.mse_loss(pred, tgt)
+        rec = RECON_LOSSES[self.cfg.recon_loss](pred, tgt)
         labelled = batch["direction"] >= 0
         metrics = {"recon": float(rec.detach()), "std_zl": float(latent_std(v["z_l"]))}
         loss = rec
